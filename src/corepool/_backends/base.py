@@ -1,0 +1,110 @@
+"""The contract between the scheduler and a backend, and the events a backend reports.
+
+Runs in the parent. Imports ``_protocol`` and nothing above it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from corepool._protocol import CallMode, RemoteError
+
+__all__ = [
+    "Backend",
+    "Chunk",
+    "ChunkFinished",
+    "Event",
+    "InitializerFailed",
+    "WorkerLost",
+]
+
+
+class Chunk:
+    """Tasks of one job sent to one worker together."""
+
+    __slots__ = ("attempts", "fn", "id", "indices", "items", "job_id", "mode", "worker_id")
+
+    def __init__(
+        self,
+        chunk_id: int,
+        job_id: int,
+        fn: Callable[..., Any],
+        mode: CallMode,
+        indices: Sequence[int],
+        items: list[Any],
+    ) -> None:
+        self.id = chunk_id
+        self.job_id = job_id
+        self.fn = fn
+        self.mode = mode
+        self.indices = indices  # each task's index in its job's input
+        self.items = items
+        self.worker_id = -1
+        self.attempts = 0  # how many times a worker died holding it
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class ChunkFinished(NamedTuple):
+    """A chunk ran to its end; ``payload`` holds its pickled results."""
+
+    chunk: Chunk
+    payload: bytes
+    errors: dict[int, RemoteError] | None
+    busy_s: float  # the worker's time on it: decode + compute + encode
+
+
+class WorkerLost(NamedTuple):
+    """A worker ended while holding ``chunks`` (the running one first)."""
+
+    worker_id: int
+    pid: int
+    exitcode: int | None
+    chunks: list[Chunk]
+    position: int | None  # the running task's position in chunks[0], if one was running
+
+
+class InitializerFailed(NamedTuple):
+    """The pool's initializer raised in a worker."""
+
+    worker_id: int
+    error: RemoteError
+
+
+Event = ChunkFinished | WorkerLost | InitializerFailed
+
+
+class Backend(Protocol):
+    """What the scheduler needs from a place that runs chunks."""
+
+    @property
+    def workers(self) -> int:
+        """How many chunks can run at once."""
+        ...
+
+    def start(self) -> None:
+        """Start the workers; called once, from the scheduler thread."""
+
+    def free_workers(self) -> list[int]:
+        """Workers that can take another chunk now, the idlest first."""
+        ...
+
+    def task_budget(self, worker_id: int) -> int | None:
+        """How many more tasks the worker may run before it retires, or ``None``."""
+        ...
+
+    def send(self, worker_id: int, chunk: Chunk) -> None:
+        """Hand ``chunk`` to ``worker_id``."""
+
+    def wait(self, wakeup_fd: int, timeout: float | None) -> tuple[list[Event], bool]:
+        """Block until something happens; return the events and whether ``wakeup_fd`` fired."""
+        ...
+
+    def is_idle(self) -> bool:
+        """No chunk is running or queued anywhere."""
+        ...
+
+    def shutdown(self, *, graceful: bool) -> None:
+        """Stop every worker (politely first when ``graceful``) and release all resources."""

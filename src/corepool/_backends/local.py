@@ -1,0 +1,280 @@
+"""The process backend: worker processes on this machine, one connection each.
+
+Runs in the parent, in the scheduler thread only (no locks needed). It keeps
+each worker's in-flight chunks (one running, one queued), sends each function
+once per worker, and turns a worker's death into a ``WorkerLost`` event that
+names the task it was running, read from the status board.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+import sys
+import time
+from multiprocessing.connection import wait
+from typing import Any
+
+from corepool._backends.base import Chunk, ChunkFinished, Event, InitializerFailed, WorkerLost
+from corepool._protocol import (
+    ChunkDone,
+    InitFailed,
+    Ready,
+    RunChunk,
+    Stop,
+    WorkerConfig,
+)
+from corepool._spawn import WorkerProcess, start_worker
+from corepool._transport.pickling import dumps, dumps_function, loads
+from corepool._transport.status import StatusBoard
+from corepool.errors import PoolError
+from corepool.options import PoolOptions
+
+__all__ = ["LocalBackend"]
+
+logger = logging.getLogger(__name__)
+
+# A worker holds its running chunk plus one queued, so it never waits for the
+# parent between chunks.
+CHUNKS_PER_WORKER = 2
+# Remember this many functions per pool; older ones are dropped by workers too.
+FUNCTION_CACHE_SIZE = 64
+# A worker that dies before it is ready this many times in a row means the
+# environment is broken, not the task: stop instead of looping.
+MAX_START_FAILURES = 3
+STOP_GRACE_S = 2.0
+
+
+class _Slot:
+    """One worker position of the pool and the process currently in it."""
+
+    __slots__ = ("in_flight", "known_fns", "process", "ready", "tasks_left")
+
+    def __init__(self, process: WorkerProcess, tasks_left: int | None) -> None:
+        self.process = process
+        self.in_flight: collections.deque[Chunk] = collections.deque()
+        self.known_fns: set[int] = set()
+        self.ready = False
+        self.tasks_left = tasks_left
+
+
+class LocalBackend:
+    """Runs chunks on worker processes of this machine."""
+
+    def __init__(self, options: PoolOptions) -> None:
+        self.options = options
+        self._workers = options.resolved_workers
+        self._method = options.resolved_start_method
+        self._board = StatusBoard(self._workers)
+        self._slots: dict[int, _Slot] = {}
+        self._retiring: list[WorkerProcess] = []
+        self._functions: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
+            collections.OrderedDict()
+        )
+        self._forgotten: list[int] = []
+        self._next_fn_id = 0
+        self._start_failures = 0
+        self._config_initializer = (
+            dumps((options.initializer, options.initargs)) if options.initializer else None
+        )
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    @property
+    def pids(self) -> list[int]:
+        return [slot.process.pid for slot in self._slots.values()]
+
+    def start(self) -> None:
+        for worker_id in range(self._workers):
+            self._start(worker_id)
+
+    def _start(self, worker_id: int) -> None:
+        process = start_worker(self._method, worker_id, self._board.fd)
+        config = WorkerConfig(worker_id, list(sys.path), self._config_initializer)
+        process.conn.send_bytes(dumps(config))
+        self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
+        logger.debug("worker %d started, pid %d (%s)", worker_id, process.pid, self._method)
+
+    def free_workers(self) -> list[int]:
+        free = [
+            (len(slot.in_flight), worker_id)
+            for worker_id, slot in self._slots.items()
+            if len(slot.in_flight) < CHUNKS_PER_WORKER and slot.tasks_left != 0
+        ]
+        return [worker_id for _, worker_id in sorted(free)]
+
+    def task_budget(self, worker_id: int) -> int | None:
+        return self._slots[worker_id].tasks_left
+
+    def is_idle(self) -> bool:
+        return not any(slot.in_flight for slot in self._slots.values())
+
+    def send(self, worker_id: int, chunk: Chunk) -> None:
+        slot = self._slots[worker_id]
+        fn_id, fn_payload = self._function_id(chunk.fn)
+        forget = tuple(fid for fid in self._forgotten if fid in slot.known_fns)
+        slot.known_fns.difference_update(forget)
+        first_time = fn_id not in slot.known_fns
+        slot.known_fns.add(fn_id)
+        message = RunChunk(
+            chunk.id,
+            fn_id,
+            fn_payload if first_time else None,
+            chunk.mode,
+            dumps(chunk.items),
+            forget,
+        )
+        chunk.worker_id = worker_id
+        slot.in_flight.append(chunk)
+        if slot.tasks_left is not None:
+            slot.tasks_left -= len(chunk)
+        try:
+            slot.process.conn.send_bytes(dumps(message))
+        except OSError:
+            pass  # the worker died; wait() reports it with this chunk among its losses
+
+    def _function_id(self, fn: Any) -> tuple[int, bytes]:
+        """The pool-wide id of ``fn`` and its pickle, made once and remembered."""
+        key = id(fn)
+        entry = self._functions.get(key)
+        if entry is not None and entry[0] is fn:
+            self._functions.move_to_end(key)
+            return entry[1], entry[2]
+        fn_id = self._next_fn_id
+        self._next_fn_id += 1
+        self._functions[key] = (fn, fn_id, dumps_function(fn))
+        if len(self._functions) > FUNCTION_CACHE_SIZE:
+            _, (_, old_id, _) = self._functions.popitem(last=False)
+            self._forgotten.append(old_id)
+            del self._forgotten[:-FUNCTION_CACHE_SIZE]
+        return fn_id, self._functions[key][2]
+
+    def wait(self, wakeup_fd: int, timeout: float | None) -> tuple[list[Event], bool]:
+        handles: dict[object, int] = {}
+        for worker_id, slot in self._slots.items():
+            for handle in slot.process.wait_objects():
+                handles[handle] = worker_id
+        retiring = {p.conn: p for p in self._retiring}
+        ready = wait([*handles, *retiring, wakeup_fd], timeout)
+        events: list[Event] = []
+        woken = False
+        seen: set[int] = set()
+        for handle in ready:
+            if handle == wakeup_fd:
+                woken = True
+            elif handle in retiring:
+                self._reap_retired(retiring[handle])
+            else:
+                worker_id = handles[handle]
+                if worker_id not in seen:
+                    seen.add(worker_id)
+                    events.extend(self._read_worker(worker_id))
+        return events, woken
+
+    def _read_worker(self, worker_id: int) -> list[Event]:
+        """Read all that ``worker_id`` sent; report its death once it is drained."""
+        slot = self._slots[worker_id]
+        events: list[Event] = []
+        conn = slot.process.conn
+        try:
+            while conn.poll():
+                event = self._handle_message(worker_id, loads(conn.recv_bytes()))
+                if event is not None:
+                    events.append(event)
+                    if isinstance(event, InitializerFailed):
+                        return events
+        except (EOFError, OSError):
+            events.append(self._worker_lost(worker_id))
+            return events
+        if slot.process.sentinel is not None and not slot.process.is_alive():
+            events.append(self._worker_lost(worker_id))
+        return events
+
+    def _handle_message(self, worker_id: int, message: object) -> Event | None:
+        slot = self._slots[worker_id]
+        if isinstance(message, ChunkDone):
+            chunk = slot.in_flight.popleft()
+            assert chunk.id == message.chunk_id, "a worker answers its chunks in order"
+            if slot.tasks_left == 0 and not slot.in_flight:
+                self._retire(worker_id)
+            busy_s = message.decode_s + message.compute_s + message.encode_s
+            return ChunkFinished(chunk, message.results, message.errors, busy_s)
+        if isinstance(message, Ready):
+            slot.ready = True
+            self._start_failures = 0
+            return None
+        if isinstance(message, InitFailed):
+            return InitializerFailed(worker_id, message.error)
+        raise PoolError(f"worker {worker_id} sent an unexpected message: {message!r}")
+
+    def _worker_lost(self, worker_id: int) -> WorkerLost:
+        slot = self._slots.pop(worker_id)
+        process = slot.process
+        exitcode = process.exitcode(timeout=1.0)
+        chunk_id, position = self._board.read(worker_id)
+        running = bool(slot.in_flight) and slot.in_flight[0].id == chunk_id
+        process.close()
+        self._board.reset(worker_id)
+        lost = WorkerLost(
+            worker_id, process.pid, exitcode, list(slot.in_flight), position if running else None
+        )
+        logger.debug("worker %d (pid %d) ended with %s", worker_id, process.pid, exitcode)
+        if not slot.ready:
+            self._start_failures += 1
+            if self._start_failures >= MAX_START_FAILURES:
+                raise PoolError(
+                    f"{MAX_START_FAILURES} workers in a row died before they were ready "
+                    f"(last: pid {process.pid}, exit code {exitcode}). The environment "
+                    "cannot start workers: check the error output above, or try "
+                    "start_method='spawn'."
+                )
+        self._start(worker_id)
+        return lost
+
+    def _retire(self, worker_id: int) -> None:
+        """Stop a worker that reached max_tasks_per_worker and start its successor."""
+        slot = self._slots.pop(worker_id)
+        try:
+            slot.process.conn.send_bytes(dumps(Stop()))
+        except OSError:
+            pass
+        self._retiring.append(slot.process)
+        self._start(worker_id)
+
+    def _reap_retired(self, process: WorkerProcess) -> None:
+        process.exitcode(timeout=STOP_GRACE_S)
+        process.close()
+        self._retiring.remove(process)
+
+    def shutdown(self, *, graceful: bool) -> None:
+        processes = [slot.process for slot in self._slots.values()] + self._retiring
+        self._slots.clear()
+        self._retiring.clear()
+        # Escalate: ask, then SIGTERM, then SIGKILL; each step only for those still running.
+        if graceful:
+            for process in processes:
+                try:
+                    process.conn.send_bytes(dumps(Stop()))
+                except OSError:
+                    pass
+            _stop_all(processes, STOP_GRACE_S)
+            _stop_all(processes, STOP_GRACE_S, signal.SIGTERM)
+        _stop_all(processes, STOP_GRACE_S, signal.SIGKILL)
+        for process in processes:
+            process.close()
+        self._board.close()
+
+
+def _stop_all(processes: list[WorkerProcess], grace_s: float, signum: int | None = None) -> None:
+    """Send ``signum`` (if given) to those still running, then wait up to ``grace_s`` for all."""
+    running = [process for process in processes if process.is_alive()]
+    for process in running:
+        if signum is not None:
+            logger.debug("sending %s to worker pid %d", signal.Signals(signum).name, process.pid)
+            process.kill(signum)
+    deadline = time.monotonic() + grace_s
+    for process in running:
+        process.exitcode(timeout=max(0.0, deadline - time.monotonic()))

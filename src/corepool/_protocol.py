@@ -1,0 +1,107 @@
+"""Messages between the parent and a worker process.
+
+Both sides import this module. Messages are immutable typed records
+(NamedTuple: they pickle as a class reference plus a tuple, the cheapest
+record pickle has). It imports nothing of corepool but ``errors``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+__all__ = [
+    "STATUS_CHUNK",
+    "STATUS_FIELDS",
+    "STATUS_IDLE",
+    "STATUS_POSITION",
+    "CallMode",
+    "ErrorSite",
+    "ChunkDone",
+    "InitFailed",
+    "Ready",
+    "RemoteError",
+    "RunChunk",
+    "Stop",
+    "WorkerConfig",
+]
+
+# The status slot: a few int64 fields of shared memory per worker, written by
+# the worker, read by the parent when the worker dies (see _transport/status.py).
+STATUS_CHUNK = 0  # id of the chunk being run, or STATUS_IDLE
+STATUS_POSITION = 1  # position, inside that chunk, of the task being run
+STATUS_FIELDS = 4  # room for a start time and a heartbeat (issue 3)
+STATUS_IDLE = -1
+
+
+class CallMode(enum.IntEnum):
+    """How a task's payload becomes a call of the job's function."""
+
+    ITEM = 0  # fn(item)                 map, imap, imap_unordered
+    STAR = 1  # fn(*item)                starmap, map over several iterables
+    CALL = 2  # fn(*args, **kwargs)      submit: item is (args, kwargs)
+
+
+class WorkerConfig(NamedTuple):
+    """The first message a new worker receives."""
+
+    worker_id: int
+    sys_path: list[str]
+    initializer: bytes | None  # a pickled (callable, args) pair
+
+
+class RunChunk(NamedTuple):
+    """Run ``fn`` on each of ``items`` and answer with one ``ChunkDone``."""
+
+    chunk_id: int
+    fn_id: int
+    fn: bytes | None  # the pickled function, sent once per worker and function
+    mode: CallMode
+    items: bytes  # the pickled list of task payloads
+    forget: tuple[int, ...]  # function ids the worker may drop
+
+
+class Stop(NamedTuple):
+    """Finish: the worker exits its loop and the process ends with code 0."""
+
+
+class ErrorSite(enum.IntEnum):
+    """Where, in a worker, an error arose."""
+
+    TASK = 0  # the task raised
+    ARGUMENTS = 1  # the function or the arguments would not unpickle
+    RESULT = 2  # the result would not pickle
+
+
+class RemoteError(NamedTuple):
+    """An exception raised in a worker, ready to cross back."""
+
+    type_name: str
+    message: str
+    traceback_text: str
+    exception: bytes | None  # the pickled exception; None when it would not pickle
+    site: ErrorSite
+
+
+class Ready(NamedTuple):
+    """The worker started and ran its initializer."""
+
+    pid: int
+
+
+class InitFailed(NamedTuple):
+    """The worker's initializer raised; the worker exits after sending this."""
+
+    pid: int
+    error: RemoteError
+
+
+class ChunkDone(NamedTuple):
+    """The results of a ``RunChunk``, with the worker's timings in seconds."""
+
+    chunk_id: int
+    results: bytes  # the pickled list of results; None where errors has an entry
+    errors: dict[int, RemoteError] | None  # position in the chunk -> error
+    decode_s: float
+    compute_s: float
+    encode_s: float

@@ -1,0 +1,260 @@
+"""The caller's side of a job: unpickle results, put them in order, raise errors.
+
+Runs in the caller's thread (the one iterating ``imap`` or waiting in
+``map``), so that unpickling results never slows the scheduler thread.
+Imports ``_scheduler`` (for ``Delivery`` and ``Job``) and ``progress``.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from corepool._scheduler import Delivery, Job, Scheduler
+from corepool._transport.pickling import loads, qualified_type_name
+from corepool.errors import SerializationError
+from corepool.progress import ProgressBar
+
+__all__ = ["FutureSink", "ResultIterator", "ResultStream"]
+
+Run = tuple[int, list[Any], BaseException | None]
+
+
+def _runs_of(indices: Sequence[int], values: list[Any]) -> Iterator[tuple[int, list[Any]]]:
+    """Split results into runs of consecutive indices (one run, unless tasks were re-run)."""
+    if isinstance(indices, range):
+        yield indices.start, values
+        return
+    start = 0
+    for position in range(1, len(indices) + 1):
+        if position == len(indices) or indices[position] != indices[position - 1] + 1:
+            yield indices[start], values[start:position]
+            start = position
+
+
+class ResultStream:
+    """Receives one job's deliveries and hands the results out in the wanted order."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        return_exceptions: bool,
+        timeout: float | None,
+        progress_total: int | None,
+        progress: bool,
+    ) -> None:
+        self._name = name
+        self._return_exceptions = return_exceptions
+        self._timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._queue: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self._bar = ProgressBar(name, progress_total) if progress else None
+        self._job: Job | None = None
+        self._scheduler: Scheduler | None = None
+        self.finished = False
+
+    def attach(self, job: Job, scheduler: Scheduler) -> None:
+        self._job = job
+        self._scheduler = scheduler
+
+    # -- Sink, called in the scheduler thread --------------------------------
+
+    def start(self) -> bool:
+        return True
+
+    def deliver(self, delivery: Delivery) -> None:
+        self._queue.put(delivery)
+
+    # -- the caller's thread ---------------------------------------------------
+
+    def _take(self) -> Delivery:
+        if self._deadline is None:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=max(0.0, self._deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError(
+                f"{self._name} did not finish within timeout={self._timeout}s; "
+                "its remaining tasks were cancelled. Raise the timeout, or use imap() "
+                "to take results as they come."
+            ) from None
+
+    def _consumed(self, tasks: int) -> None:
+        job = self._job
+        assert job is not None and self._scheduler is not None
+        job.consumed += tasks
+        if job.stalled:
+            job.stalled = False
+            self._scheduler.wake()
+
+    def _runs(self, delivery: Delivery) -> list[Run]:
+        """Unpickle a delivery into runs ``(first index, values, error to raise)``."""
+        failure = delivery.failure
+        if failure is not None:
+            if delivery.abort:
+                raise failure
+            if delivery.fatal or not self._return_exceptions:
+                return [(delivery.indices[0], [], failure)]
+            return [(index, [failure], None) for index in delivery.indices]
+        assert delivery.payload is not None
+        indices = delivery.indices
+        try:
+            values: list[Any] = loads(delivery.payload)
+        except Exception as exc:
+            error = SerializationError(
+                f"the results of tasks {indices[0]}..{indices[-1]} of {self._name} could not "
+                f"be unpickled in the parent: {qualified_type_name(exc)}: {exc}. Return "
+                "types that the parent can import and rebuild.",
+                type_name=qualified_type_name(exc),
+            )
+            error.__cause__ = exc
+            raise error from exc
+        raised: Run | None = None
+        if delivery.errors:
+            if self._return_exceptions:
+                for position, error in delivery.errors.items():
+                    values[position] = error
+            else:
+                first = min(delivery.errors)
+                raised = (indices[first], [], delivery.errors[first])
+                indices, values = indices[:first], values[:first]
+        runs: list[Run] = [(start, part, None) for start, part in _runs_of(indices, values)]
+        if raised is not None:
+            runs.append(raised)
+        return runs
+
+    def _count(self, delivery: Delivery) -> None:
+        if self._bar is not None and not delivery.end:
+            self._bar.update(len(delivery.indices))
+
+    def collect(self) -> list[Any]:
+        """Every result, in input order: ``map``. Raises the first error that arrives."""
+        parts: dict[int, list[Any]] = {}
+        try:
+            while True:
+                delivery = self._take()
+                self._count(delivery)
+                if delivery.end:
+                    break
+                for start, values, error in self._runs(delivery):
+                    if error is not None:
+                        raise error
+                    parts[start] = values
+                    self._consumed(len(values))
+        finally:
+            self._close()
+        results: list[Any] = []
+        for start in sorted(parts):
+            results.extend(parts[start])
+        return results
+
+    def collect_unordered(self) -> list[Any]:
+        """Every result, in the order they finished: ``map(ordered=False)``."""
+        return list(self.unordered())
+
+    def ordered(self) -> Iterator[Any]:
+        """Results in input order, as soon as each is next in line: ``imap``."""
+        waiting: dict[int, tuple[list[Any], BaseException | None]] = {}
+        next_index = 0
+        total: int | None = None
+        try:
+            while True:
+                while next_index in waiting:
+                    values, error = waiting.pop(next_index)
+                    if error is not None:
+                        raise error
+                    self._consumed(len(values))
+                    yield from values
+                    next_index += len(values)
+                if total is not None and next_index >= total:
+                    return
+                delivery = self._take()
+                self._count(delivery)
+                if delivery.end:
+                    total = len(delivery.indices)
+                    continue
+                for start, values, error in self._runs(delivery):
+                    waiting[start] = (values, error)
+        finally:
+            self._close()
+
+    def unordered(self) -> Iterator[Any]:
+        """Results as they finish: ``imap_unordered``."""
+        try:
+            while True:
+                delivery = self._take()
+                self._count(delivery)
+                if delivery.end:
+                    return
+                for _, values, error in self._runs(delivery):
+                    if error is not None:
+                        raise error
+                    self._consumed(len(values))
+                    yield from values
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        """Release the bar, and cancel the job if the consumer left early."""
+        if self.finished:
+            return
+        self.finished = True
+        if self._bar is not None:
+            self._bar.close()
+        if self._job is not None and self._scheduler is not None:
+            self._scheduler.cancel(self._job)
+
+
+class ResultIterator(Iterator[Any]):
+    """The iterator that ``imap`` returns; dropping it cancels the rest of the job."""
+
+    def __init__(self, stream: ResultStream, results: Iterator[Any]) -> None:
+        self._stream = stream
+        self._results = results
+
+    def __iter__(self) -> ResultIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Stop early: the tasks not yet started are dropped."""
+        close = getattr(self._results, "close", None)
+        if close is not None:
+            close()
+        self._stream._close()
+
+    def __del__(self) -> None:
+        if not self._stream.finished:
+            self.close()
+
+
+class FutureSink:
+    """Resolves the ``Future`` of a ``submit`` call."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+
+    def start(self) -> bool:
+        return self.future.set_running_or_notify_cancel()
+
+    def deliver(self, delivery: Delivery) -> None:
+        if delivery.end or self.future.done():
+            return
+        if delivery.failure is not None:
+            self.future.set_exception(delivery.failure)
+        elif delivery.errors:
+            self.future.set_exception(delivery.errors[0])
+        else:
+            assert delivery.payload is not None
+            try:
+                result = loads(delivery.payload)[0]
+            except Exception as exc:
+                self.future.set_exception(exc)
+            else:
+                self.future.set_result(result)

@@ -1,0 +1,532 @@
+"""The scheduler: one thread per pool that feeds workers and routes results.
+
+Runs in the parent. Imports ``_backends``, ``_chunking``, ``_protocol``,
+``_transport``, ``errors`` and ``options``; never ``pool``.
+
+::
+
+    caller thread                 scheduler thread                       backend (worker k)
+    -------------                 ----------------                       ------------------
+    map/imap/submit --Job-->  incoming deque + wakeup pipe
+                              pull a chunk from the job's input  ----->  run the chunk's tasks,
+                              (only while the job is fewer than          writing each task's
+                               `lookahead` chunks ahead of the           position to its status
+                               consumer: backpressure)                   slot
+                              backend.wait(connections, pidfds,  <-----  ChunkDone (pickled results
+                                           wakeup pipe)                  + timings), or death
+    sink <-- Delivery ------  ChunkFinished -> Delivery
+                              WorkerLost -> WorkerDied for the running
+                                 task, the rest of its chunks requeued
+
+The thread never sleeps and never polls: it blocks in ``backend.wait`` until
+a worker answers, a worker ends, or a caller writes to the wakeup pipe. It
+never unpickles results either: the caller does, in its own thread, so the
+scheduler stays free to keep workers busy.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import itertools
+import logging
+import os
+import reprlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from corepool._backends.base import (
+    Backend,
+    Chunk,
+    ChunkFinished,
+    Event,
+    InitializerFailed,
+    WorkerLost,
+)
+from corepool._chunking import Chunker
+from corepool._protocol import CallMode, ErrorSite, RemoteError
+from corepool._transport.pickling import dumps, loads, qualified_type_name
+from corepool.errors import (
+    InitializerError,
+    PoolClosed,
+    PoolError,
+    RemoteTraceback,
+    SerializationError,
+    WorkerDied,
+)
+
+__all__ = ["Delivery", "Job", "Scheduler", "Sink"]
+
+logger = logging.getLogger(__name__)
+
+# A chunk lost this many times with no task running (the worker died while
+# decoding it, say) is failed rather than sent out again.
+MAX_SILENT_LOSSES = 3
+
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = 60
+_short_repr.maxother = 60
+
+
+class Delivery(NamedTuple):
+    """What the scheduler hands to a job's sink, in the scheduler thread.
+
+    Exactly one of three shapes: results (``payload`` set), a failure of the
+    tasks at ``indices`` (``failure`` set), or the end of the job (``end``).
+    A failure is a task's (returned in its place with ``return_exceptions``),
+    ``fatal`` (raised when the consumer reaches it, whatever
+    ``return_exceptions`` says: the input iterable raised) or ``abort`` (raised
+    at once: the pool stopped, or the job cannot run at all).
+    """
+
+    indices: Sequence[int]
+    payload: bytes | None = None  # the pickled results, one per index
+    errors: dict[int, BaseException] | None = None  # position in indices -> error
+    failure: BaseException | None = None
+    fatal: bool = False
+    abort: bool = False
+    end: bool = False  # the job is over; indices is range(total)
+
+
+class Sink(Protocol):
+    """Where a job's deliveries go: a result stream or a future."""
+
+    def start(self) -> bool:
+        """Called before the job's first chunk is made; ``False`` skips the job."""
+        ...
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Take one delivery; called in the scheduler thread, so it must be quick."""
+
+
+_job_ids = itertools.count()
+
+
+class Job:
+    """One call (map, imap, submit, ...) as the scheduler sees it."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        fn: Callable[..., Any],
+        mode: CallMode,
+        source: Iterator[Any],
+        chunker: Chunker,
+        sink: Sink,
+        lookahead: int | None = None,
+    ) -> None:
+        self.id = next(_job_ids)
+        self.name = name
+        self.fn = fn
+        self.mode = mode
+        self.source = source
+        self.chunker = chunker
+        self.sink = sink
+        self.lookahead = lookahead  # max chunks of tasks ahead of the consumer; None: no bound
+        self.pulled = 0  # tasks taken from source so far
+        self.consumed = 0  # tasks the consumer has taken (written by the caller's thread)
+        self.stalled = False  # the scheduler waits for the consumer (backpressure)
+        self.started = False
+        self.exhausted = False
+        self.cancelled = False
+        self.in_flight = 0
+        self.requeued: collections.deque[Chunk] = collections.deque()
+        self.busy_s = 0.0
+        self.tasks_done = 0
+
+
+class _State(enum.Enum):
+    RUNNING = "running"
+    CLOSING = "closing"
+    TERMINATING = "terminating"
+    STOPPED = "stopped"
+
+
+class Scheduler:
+    """Owns the scheduler thread and, through it, the backend."""
+
+    def __init__(self, backend: Backend, *, name: str) -> None:
+        self._backend = backend
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._incoming: collections.deque[Job] = collections.deque()
+        self._cancelled: collections.deque[Job] = collections.deque()
+        self._jobs: dict[int, Job] = {}
+        self._state = _State.RUNNING
+        self._state_lock = threading.Lock()
+        self._broken: PoolError | None = None
+        self._chunk_ids = itertools.count()
+        self._thread = threading.Thread(target=self._run, name=f"corepool-{name}", daemon=True)
+        self._thread.start()
+
+    # -- called from any thread ---------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; raises ``PoolClosed`` (or why the pool broke) when it cannot run."""
+        with self._state_lock:
+            if self._broken is not None:
+                raise type(self._broken)(str(self._broken)) from self._broken.__cause__
+            if self._state is not _State.RUNNING:
+                how = "closed" if self._state is _State.CLOSING else "shut down"
+                raise PoolClosed(
+                    f"cannot start {job.name}: the pool was {how}. "
+                    "Create a new Pool, or use corepool.map() for a one-off call."
+                )
+            self._incoming.append(job)
+        self.wake()
+
+    def cancel(self, job: Job) -> None:
+        """Stop making chunks for ``job`` and drop what it has yet to deliver."""
+        job.cancelled = True
+        self._cancelled.append(job)
+        self.wake()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # full: the scheduler is awake already; closed: it has stopped
+
+    def close(self) -> None:
+        """Finish every queued job, then stop the workers; idempotent."""
+        with self._state_lock:
+            if self._state is _State.RUNNING:
+                self._state = _State.CLOSING
+        self.wake()
+
+    def terminate(self) -> None:
+        """Stop every worker now; unfinished jobs fail with ``PoolClosed``."""
+        with self._state_lock:
+            if self._state in (_State.RUNNING, _State.CLOSING):
+                self._state = _State.TERMINATING
+        self.wake()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def is_running(self) -> bool:
+        return self._state is _State.RUNNING and self._broken is None
+
+    # -- the scheduler thread -----------------------------------------------
+
+    def _run(self) -> None:
+        graceful = False
+        try:
+            self._backend.start()
+            while True:
+                self._accept()
+                if self._state is _State.TERMINATING:
+                    break
+                self._dispatch()
+                if self._state is _State.CLOSING and not self._jobs and self._backend.is_idle():
+                    graceful = True
+                    break
+                events, woken = self._backend.wait(self._wake_r, None)
+                if woken:
+                    os.read(self._wake_r, 4096)
+                for event in events:
+                    self._handle(event)
+        except BaseException as exc:
+            self._break(exc)
+        finally:
+            self._stop(graceful)
+
+    def _break(self, exc: BaseException) -> None:
+        """Record why the pool cannot go on; every job then fails with it."""
+        if isinstance(exc, PoolError):
+            self._broken = exc
+        else:
+            logger.exception("corepool's scheduler thread failed")
+            broken = PoolError(
+                f"the pool's scheduler failed with {qualified_type_name(exc)}: {exc}. "
+                "This is a bug in corepool: please report it with the traceback."
+            )
+            broken.__cause__ = exc
+            self._broken = broken
+
+    def _stop(self, graceful: bool) -> None:
+        with self._state_lock:
+            was_terminated = self._state is _State.TERMINATING
+            self._state = _State.STOPPED
+        reason = self._broken or PoolClosed(
+            "the pool was terminated before this call finished"
+            if was_terminated
+            else "the pool stopped before this call finished"
+        )
+        for job in [*self._jobs.values(), *self._incoming]:
+            job.sink.deliver(Delivery((job.pulled,), failure=reason, abort=True))
+        self._jobs.clear()
+        self._incoming.clear()
+        try:
+            self._backend.shutdown(graceful=graceful)
+        finally:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _accept(self) -> None:
+        while self._incoming:
+            job = self._incoming.popleft()
+            self._jobs[job.id] = job
+        while self._cancelled:
+            job = self._cancelled.popleft()
+            job.requeued.clear()
+            if job.in_flight == 0:
+                self._jobs.pop(job.id, None)
+
+    def _dispatch(self) -> None:
+        while True:
+            free = self._backend.free_workers()
+            if not free:
+                return
+            for worker_id in free:
+                chunk = self._next_chunk(self._backend.task_budget(worker_id))
+                if chunk is None:
+                    return
+                self._send(worker_id, chunk)
+
+    def _next_chunk(self, budget: int | None) -> Chunk | None:
+        for job in list(self._jobs.values()):
+            if job.cancelled:
+                continue
+            if job.requeued:
+                chunk = job.requeued.popleft()
+                if budget is not None and len(chunk) > budget:
+                    job.requeued.appendleft(self._split(chunk, budget))
+                return chunk
+            if not job.exhausted and self._may_pull(job):
+                chunk = self._pull(job, budget)
+                if chunk is not None:
+                    return chunk
+        return None
+
+    def _may_pull(self, job: Job) -> bool:
+        if not job.started:
+            job.started = True
+            if not job.sink.start():
+                job.exhausted = job.cancelled = True
+                self._jobs.pop(job.id, None)
+                return False
+        if job.lookahead is None:
+            return True
+        limit = job.lookahead * job.chunker.next_size(job.pulled)
+        if job.pulled - job.consumed < limit:
+            return True
+        # Re-check after raising the flag: the consumer may have moved on in
+        # between, and it only wakes us when it sees the flag up.
+        job.stalled = True
+        if job.pulled - job.consumed < limit:
+            job.stalled = False
+            return True
+        return False
+
+    def _pull(self, job: Job, budget: int | None) -> Chunk | None:
+        size = job.chunker.next_size(job.pulled)
+        if budget is not None:
+            size = min(size, budget)
+        try:
+            items = list(itertools.islice(job.source, size))
+        except Exception as exc:
+            job.exhausted = True
+            note = f"raised by the input iterable of {job.name} after {job.pulled} items"
+            _add_note(exc, note)
+            job.sink.deliver(Delivery((job.pulled,), failure=exc, fatal=True))
+            self._finish_if_done(job)
+            return None
+        if len(items) < size:
+            job.exhausted = True
+        if not items:
+            self._finish_if_done(job)
+            return None
+        start = job.pulled
+        job.pulled += len(items)
+        return Chunk(
+            next(self._chunk_ids), job.id, job.fn, job.mode, range(start, job.pulled), items
+        )
+
+    def _split(self, chunk: Chunk, size: int) -> Chunk:
+        """Cut ``chunk`` down to its first ``size`` tasks; return the rest as a new chunk."""
+        rest = Chunk(
+            next(self._chunk_ids),
+            chunk.job_id,
+            chunk.fn,
+            chunk.mode,
+            chunk.indices[size:],
+            chunk.items[size:],
+        )
+        chunk.indices = chunk.indices[:size]
+        chunk.items = chunk.items[:size]
+        return rest
+
+    def _send(self, worker_id: int, chunk: Chunk) -> None:
+        job = self._jobs[chunk.job_id]
+        try:
+            self._backend.send(worker_id, chunk)
+        except Exception as exc:
+            self._fail_unpicklable(job, chunk, exc)
+            return
+        job.in_flight += 1
+
+    def _fail_unpicklable(self, job: Job, chunk: Chunk, exc: Exception) -> None:
+        """Some argument of ``chunk`` would not pickle: fail those tasks, requeue the rest."""
+        keep: list[int] = []
+        for position, item in enumerate(chunk.items):
+            try:
+                dumps(item)
+            except Exception as error:
+                index = chunk.indices[position]
+                failure = SerializationError(
+                    f"the arguments of task {index} of {job.name} could not be pickled to "
+                    f"send them to a worker: {qualified_type_name(error)}: {error}. "
+                    "Pass plain data (or create the object inside the task or the "
+                    "pool's initializer) instead.",
+                    type_name=qualified_type_name(item),
+                )
+                failure.__cause__ = error
+                job.sink.deliver(Delivery((index,), failure=failure))
+            else:
+                keep.append(position)
+        if len(keep) == len(chunk.items):  # no single item is at fault: the function is
+            failure = SerializationError(
+                f"the function of {job.name} could not be pickled: "
+                f"{qualified_type_name(exc)}: {exc}",
+                type_name=qualified_type_name(job.fn),
+            )
+            failure.__cause__ = exc
+            job.sink.deliver(Delivery(chunk.indices, failure=failure, abort=True))
+            job.cancelled = True
+            self._cancelled.append(job)
+            return
+        if keep:
+            chunk.indices = [chunk.indices[p] for p in keep]
+            chunk.items = [chunk.items[p] for p in keep]
+            job.requeued.appendleft(chunk)
+        self._finish_if_done(job)
+
+    def _finish_if_done(self, job: Job) -> None:
+        if job.cancelled:
+            if job.in_flight == 0:
+                self._jobs.pop(job.id, None)
+        elif job.exhausted and job.in_flight == 0 and not job.requeued:
+            job.sink.deliver(Delivery(range(job.pulled), end=True))
+            self._jobs.pop(job.id, None)
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, ChunkFinished):
+            self._finished(event)
+        elif isinstance(event, WorkerLost):
+            self._lost(event)
+        else:
+            self._initializer_failed(event)
+
+    def _finished(self, event: ChunkFinished) -> None:
+        chunk = event.chunk
+        job = self._jobs.get(chunk.job_id)
+        if job is None:
+            return
+        job.in_flight -= 1
+        job.chunker.observe(len(chunk), event.busy_s)
+        job.busy_s += event.busy_s
+        job.tasks_done += len(chunk)
+        if not job.cancelled:
+            errors = None
+            if event.errors:
+                errors = {
+                    position: _task_error(job.name, chunk, position, remote)
+                    for position, remote in event.errors.items()
+                }
+            job.sink.deliver(Delivery(chunk.indices, payload=event.payload, errors=errors))
+        self._finish_if_done(job)
+
+    def _lost(self, event: WorkerLost) -> None:
+        for number, chunk in enumerate(event.chunks):
+            job = self._jobs.get(chunk.job_id)
+            if job is None:
+                continue
+            job.in_flight -= 1
+            position = event.position if number == 0 else None
+            if not job.cancelled:
+                self._recover(job, chunk, position, event)
+            self._finish_if_done(job)
+
+    def _recover(self, job: Job, chunk: Chunk, position: int | None, event: WorkerLost) -> None:
+        """Fail the task that was running when the worker died; run its neighbours again."""
+        chunk.attempts += 1
+        if position is None and chunk.attempts < MAX_SILENT_LOSSES:
+            job.requeued.appendleft(chunk)
+            return
+        dead = range(len(chunk)) if position is None else (position,)
+        for failed in dead:
+            index = chunk.indices[failed]
+            error = WorkerDied(
+                worker_id=event.worker_id,
+                pid=event.pid,
+                exitcode=event.exitcode,
+                task_index=index,
+                job=job.name,
+                replaced=self._state is _State.RUNNING,
+            )
+            job.sink.deliver(Delivery((index,), failure=error))
+        if position is not None and len(chunk) > 1:
+            chunk.indices = [i for p, i in enumerate(chunk.indices) if p != position]
+            chunk.items = [x for p, x in enumerate(chunk.items) if p != position]
+            job.requeued.appendleft(chunk)
+
+    def _initializer_failed(self, event: InitializerFailed) -> None:
+        remote = event.error
+        error = InitializerError(
+            f"the pool's initializer raised {remote.type_name}: {remote.message} "
+            f"(in worker {event.worker_id}). No task can run: fix the initializer "
+            "and create a new pool."
+        )
+        error.__cause__ = RemoteTraceback(remote.traceback_text)
+        raise error
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(note)
+
+
+def _task_error(job_name: str, chunk: Chunk, position: int, remote: RemoteError) -> BaseException:
+    """Turn a worker's ``RemoteError`` into the exception the caller sees."""
+    index = chunk.indices[position]
+    where = f"task {index} of {job_name}"
+    if remote.site is ErrorSite.TASK and remote.exception is not None:
+        try:
+            exc: BaseException = loads(remote.exception)
+        except Exception as failure:
+            exc = SerializationError(
+                f"{where} raised {remote.type_name}: {remote.message}, which could not be "
+                f"unpickled in the parent ({qualified_type_name(failure)}: {failure}). Give "
+                "the exception class an __init__ that accepts its args, or a __reduce__.",
+                type_name=remote.type_name,
+                traceback_text=remote.traceback_text,
+            )
+        else:
+            _add_note(exc, f"raised by {where}, item {_short_repr.repr(chunk.items[position])}")
+    elif remote.site is ErrorSite.TASK:
+        exc = SerializationError(
+            f"{where} raised {remote.type_name}: {remote.message}, which could not be "
+            "pickled to send it back. Raise an exception that holds only plain data.",
+            type_name=remote.type_name,
+            traceback_text=remote.traceback_text,
+        )
+    elif remote.site is ErrorSite.RESULT:
+        exc = SerializationError(
+            f"{where}: {remote.message}",
+            type_name=remote.type_name,
+            traceback_text=remote.traceback_text,
+        )
+    else:
+        exc = SerializationError(
+            f"{where} could not start: its function or arguments failed to unpickle in the "
+            f"worker with {remote.type_name}: {remote.message}",
+            type_name=remote.type_name,
+            traceback_text=remote.traceback_text,
+        )
+    exc.__cause__ = RemoteTraceback(remote.traceback_text)
+    return exc

@@ -1,0 +1,289 @@
+"""Start, watch and stop worker processes: the parent side of process life.
+
+Runs in the parent (in the scheduler thread). Three ways to start a worker,
+none of which imports the caller's ``__main__`` in the child:
+
+* ``forkserver``: ask corepool's fork server (``_forkserver.py``), a
+  single-threaded process started once, to fork a worker: milliseconds.
+* ``spawn``: a fresh interpreter running the worker loop.
+* ``fork``: ``os.fork()`` of the parent itself, for copy-on-write sharing.
+
+Each worker gets one duplex connection, its end of the pool's status board,
+and (on Linux) a pidfd that becomes readable when it ends, so the scheduler
+can wait on it beside the connections.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from corepool import _forkserver, _worker
+from corepool._transport.pickling import dumps
+from corepool.options import StartMethod
+
+__all__ = ["ForkServer", "WorkerProcess", "forkserver_pids", "start_worker"]
+
+logger = logging.getLogger(__name__)
+
+# The folder that holds the corepool package, so that a fresh interpreter can
+# import it even when corepool is not installed (run from a source checkout).
+_IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+# File descriptors that only the parent may hold: a worker made by os.fork()
+# closes them at once. Otherwise it would keep, say, another worker's
+# parent-side connection open, and that worker would never see EOF when the
+# parent dies.
+_parent_only_fds: set[int] = set()
+
+
+def _open_pidfd(pid: int) -> int | None:
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # already gone, or a kernel older than 5.3
+        return None
+
+
+class WorkerProcess:
+    """A started worker: its pid, connection and the means to learn its fate."""
+
+    def __init__(
+        self,
+        worker_id: int,
+        pid: int,
+        conn: Connection,
+        poll_exitcode: Callable[[], int | None],
+        status_fd: int | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.pid = pid
+        self.conn = conn
+        self.sentinel = _open_pidfd(pid)
+        self._poll_exitcode = poll_exitcode
+        self._status_fd = status_fd  # forkserver: the server writes the exit status here
+        self._exitcode: int | None = None
+        self._ended = False
+        _parent_only_fds.add(conn.fileno())
+
+    def wait_objects(self) -> list[object]:
+        """What the scheduler waits on: the connection, and the pidfd where there is one."""
+        return [self.conn] if self.sentinel is None else [self.conn, self.sentinel]
+
+    def exitcode(self, timeout: float = 0.0) -> int | None:
+        """The exit code, negative for a signal; ``None`` if unknown within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self._ended:
+            if self._status_fd is not None:
+                self._read_status(deadline)
+            else:
+                code = self._poll_exitcode()
+                if code is not None:
+                    self._exitcode, self._ended = code, True
+            if self._ended or time.monotonic() >= deadline:
+                break
+            self._wait_briefly(deadline)
+        return self._exitcode
+
+    def _read_status(self, deadline: float) -> None:
+        assert self._status_fd is not None
+        ready, _, _ = select.select([self._status_fd], [], [], max(0.0, deadline - time.monotonic()))
+        if ready:
+            data = os.read(self._status_fd, _forkserver.EXIT_STATUS.size)
+            self._ended = True
+            if len(data) == _forkserver.EXIT_STATUS.size:
+                self._exitcode = _forkserver.EXIT_STATUS.unpack(data)[0]
+
+    def _wait_briefly(self, deadline: float) -> None:
+        remaining = max(0.0, deadline - time.monotonic())
+        if self.sentinel is not None:
+            select.select([self.sentinel], [], [], remaining)
+        else:
+            time.sleep(min(0.005, remaining))  # macOS: no pidfd to wait on
+
+    def is_alive(self) -> bool:
+        if self._ended:
+            return False
+        if self.sentinel is not None:  # readable once the process has ended
+            ended, _, _ = select.select([self.sentinel], [], [], 0)
+            return not ended
+        return self.exitcode() is None
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        """Send ``signum`` unless the process is known to have ended (its pid may be reused)."""
+        if self._ended:
+            return
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        """Release the parent's handles; the process itself is not touched."""
+        _parent_only_fds.discard(self.conn.fileno())
+        self.conn.close()
+        for fd in (self.sentinel, self._status_fd):
+            if fd is not None:
+                os.close(fd)
+        self.sentinel = self._status_fd = None
+
+
+def start_worker(
+    method: StartMethod, worker_id: int, board_fd: int, preload: tuple[str, ...] = ()
+) -> WorkerProcess:
+    """Start one worker process; it waits for its ``WorkerConfig`` on the connection."""
+    parent_sock, child_sock = socket.socketpair()
+    try:
+        if method == "forkserver":
+            pid, status_fd = _forkserver_for(preload).fork_worker(child_sock.fileno(), board_fd)
+            child_sock.close()
+            conn = Connection(parent_sock.detach())
+            return WorkerProcess(worker_id, pid, conn, lambda: None, status_fd=status_fd)
+        if method == "spawn":
+            popen = _spawn_interpreter(child_sock.fileno(), board_fd)
+            child_sock.close()
+            return WorkerProcess(worker_id, popen.pid, Connection(parent_sock.detach()), popen.poll)
+        return _fork(worker_id, parent_sock, child_sock, board_fd)
+    except BaseException:
+        parent_sock.close()
+        child_sock.close()
+        raise
+
+
+def _fork(
+    worker_id: int, parent_sock: socket.socket, child_sock: socket.socket, board_fd: int
+) -> WorkerProcess:
+    pid = os.fork()
+    if pid == 0:
+        parent_sock.close()
+        for fd in _parent_only_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        _worker.serve_and_exit(child_sock.detach(), board_fd)
+    child_sock.close()
+
+    def poll() -> int | None:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        return os.waitstatus_to_exitcode(status) if done else None
+
+    return WorkerProcess(worker_id, pid, Connection(parent_sock.detach()), poll)
+
+
+def _spawn_interpreter(conn_fd: int, board_fd: int) -> subprocess.Popen[bytes]:
+    code = (
+        f"import sys; sys.path.append({_IMPORT_ROOT!r}); "
+        f"from corepool._worker import serve_and_exit; serve_and_exit({conn_fd}, {board_fd})"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], pass_fds=(conn_fd, board_fd))
+
+
+class ForkServer:
+    """The parent's handle on a running fork server process."""
+
+    def __init__(self, preload: tuple[str, ...]) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        code = (
+            f"import sys; sys.path.append({_IMPORT_ROOT!r}); "
+            f"from corepool._forkserver import serve; serve({child_sock.fileno()})"
+        )
+        self._popen = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child_sock.fileno()])
+        child_sock.close()
+        self._ctrl = parent_sock
+        self._lock = threading.Lock()
+        _parent_only_fds.add(parent_sock.fileno())
+        config = dumps((list(sys.path), list(preload)))
+        parent_sock.sendall(_forkserver.PID.pack(len(config)) + config)
+        if parent_sock.recv(1) != b"R":
+            self.close()
+            raise RuntimeError(
+                f"corepool's fork server (pid {self._popen.pid}) failed to start; "
+                "see its error output above, or use start_method='spawn'"
+            )
+        logger.debug("fork server started, pid %d, preload %s", self._popen.pid, preload)
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def fork_worker(self, conn_fd: int, board_fd: int) -> tuple[int, int]:
+        """Have the server fork a worker; return its pid and the exit-status pipe."""
+        status_r, status_w = os.pipe()
+        try:
+            with self._lock:
+                socket.send_fds(self._ctrl, [b"F"], [conn_fd, board_fd, status_w])
+                reply = _recv_exactly(self._ctrl, _forkserver.PID.size)
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        return _forkserver.PID.unpack(reply)[0], status_r
+
+    def close(self) -> None:
+        """Hang up; the server exits on its own. Running workers are unaffected."""
+        _parent_only_fds.discard(self._ctrl.fileno())
+        self._ctrl.close()
+        try:
+            self._popen.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self._popen.kill()
+            self._popen.wait()
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        part = sock.recv(size - len(data))
+        if not part:
+            raise ConnectionError("corepool's fork server closed its socket")
+        data += part
+    return bytes(data)
+
+
+_forkservers: dict[tuple[str, ...], ForkServer] = {}
+_forkservers_lock = threading.Lock()
+
+
+def _forkserver_for(preload: tuple[str, ...]) -> ForkServer:
+    """The running fork server for ``preload``, started (or restarted) when needed."""
+    with _forkservers_lock:
+        server = _forkservers.get(preload)
+        if server is None or not server.is_alive():
+            if server is not None:
+                server.close()
+            server = _forkservers[preload] = ForkServer(preload)
+        return server
+
+
+def forkserver_pids() -> list[int]:
+    """Pids of the fork servers this process runs; they live until it exits."""
+    with _forkservers_lock:
+        return [server.pid for server in _forkservers.values()]
+
+
+@atexit.register
+def _stop_forkservers() -> None:
+    with _forkservers_lock:
+        for server in _forkservers.values():
+            server.close()
+        _forkservers.clear()

@@ -1,0 +1,235 @@
+"""The worker loop: receive a chunk, run its tasks, send the results back.
+
+Runs in every worker process, whatever started it (fork, the fork server or
+a fresh interpreter). It imports only ``_protocol``, ``_transport`` and
+``errors`` so that a worker starts fast and cannot reach parent-side state.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
+
+from corepool._protocol import (
+    STATUS_CHUNK,
+    STATUS_IDLE,
+    STATUS_POSITION,
+    CallMode,
+    ChunkDone,
+    ErrorSite,
+    InitFailed,
+    Ready,
+    RemoteError,
+    RunChunk,
+    Stop,
+    WorkerConfig,
+)
+from corepool._transport.pickling import dumps, loads, qualified_type_name, remote_error
+from corepool._transport.status import StatusBoard
+
+__all__ = ["serve", "serve_and_exit", "worker_state"]
+
+_state: dict[str, Any] = {}
+_thread_state = threading.local()
+
+
+def worker_state() -> dict[str, Any]:
+    """A dict that lives as long as the worker running the current task.
+
+    Fill it in the pool's ``initializer`` (a loaded model, a database
+    connection) and read it from tasks: it is never sent anywhere. In the
+    parent process, outside any worker, it is a dict of the parent's own.
+    """
+    state: dict[str, Any] | None = getattr(_thread_state, "state", None)
+    return _state if state is None else state
+
+
+def serve_and_exit(conn_fd: int, board_fd: int) -> NoReturn:
+    """Run ``serve`` in a forked child and end the process, never returning into the caller."""
+    code = 1
+    try:
+        code = serve(conn_fd, board_fd)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(conn_fd: int, board_fd: int) -> int:
+    """Run a worker until the parent says stop or goes away; return the exit code.
+
+    Args:
+        conn_fd: This worker's end of its duplex connection to the parent.
+        board_fd: The file descriptor of the pool's status board.
+    """
+    conn = Connection(conn_fd)
+    # Only the parent decides what Ctrl-C means: a terminal sends SIGINT to the
+    # whole process group, and a worker dying of it would look like a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config: WorkerConfig = loads(conn.recv_bytes())
+    board = StatusBoard(config.worker_id + 1, fd=board_fd)
+    sys.path[:] = config.sys_path + [p for p in sys.path if p not in config.sys_path]
+    if config.initializer is not None:
+        try:
+            initializer, initargs = loads(config.initializer)
+            initializer(*initargs)
+        except BaseException as exc:
+            conn.send_bytes(dumps(InitFailed(os.getpid(), remote_error(exc))))
+            return 1
+    conn.send_bytes(dumps(Ready(os.getpid())))
+    return _loop(conn, board.slot(config.worker_id))
+
+
+def _loop(conn: Connection, status: memoryview) -> int:
+    functions: dict[int, Callable[..., Any]] = {}
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return 0  # the parent is gone: nobody is left to read results
+        started = time.perf_counter()
+        message = loads(data)
+        if isinstance(message, Stop):
+            return 0
+        assert isinstance(message, RunChunk)
+        for fn_id in message.forget:
+            functions.pop(fn_id, None)
+        reply = _run_chunk(message, functions, status, started)
+        conn.send_bytes(reply)
+
+
+def _run_chunk(
+    message: RunChunk,
+    functions: dict[int, Callable[..., Any]],
+    status: memoryview,
+    started: float,
+) -> bytes:
+    count = len(message.items)
+    try:
+        fn = functions.get(message.fn_id)
+        if fn is None:
+            assert message.fn is not None, "the parent sends each function once per worker"
+            fn = functions[message.fn_id] = loads(message.fn)
+        items = loads(message.items)
+    except Exception as exc:
+        error = remote_error(exc, ErrorSite.ARGUMENTS)
+        return _encode_done(message.chunk_id, [None] * count, dict.fromkeys(range(count), error))
+    decoded = time.perf_counter()
+    status[STATUS_CHUNK] = message.chunk_id
+    results, errors = _RUNNERS[message.mode](fn, items, status)
+    status[STATUS_CHUNK] = STATUS_IDLE
+    computed = time.perf_counter()
+    return _encode_done(
+        message.chunk_id,
+        results,
+        errors,
+        decode_s=decoded - started,
+        compute_s=computed - decoded,
+        computed_at=computed,
+    )
+
+
+# One loop per call mode, so that the hot loop does no per-task dispatch. Each
+# writes the task's position to the status slot before calling, so that if
+# the task kills the process the parent knows exactly which task it was.
+Outcome = tuple[list[Any], dict[int, RemoteError] | None]
+
+
+def _run_items(fn: Callable[[Any], Any], items: list[Any], status: memoryview) -> Outcome:
+    results: list[Any] = []
+    append = results.append
+    errors: dict[int, RemoteError] | None = None
+    for position, item in enumerate(items):
+        status[STATUS_POSITION] = position
+        try:
+            append(fn(item))
+        except Exception as exc:
+            errors = errors or {}
+            errors[position] = remote_error(exc)
+            append(None)
+    return results, errors
+
+
+def _run_starred(fn: Callable[..., Any], items: list[Any], status: memoryview) -> Outcome:
+    results: list[Any] = []
+    append = results.append
+    errors: dict[int, RemoteError] | None = None
+    for position, args in enumerate(items):
+        status[STATUS_POSITION] = position
+        try:
+            append(fn(*args))
+        except Exception as exc:
+            errors = errors or {}
+            errors[position] = remote_error(exc)
+            append(None)
+    return results, errors
+
+
+def _run_calls(fn: Callable[..., Any], items: list[Any], status: memoryview) -> Outcome:
+    results: list[Any] = []
+    append = results.append
+    errors: dict[int, RemoteError] | None = None
+    for position, (args, kwargs) in enumerate(items):
+        status[STATUS_POSITION] = position
+        try:
+            append(fn(*args, **kwargs))
+        except Exception as exc:
+            errors = errors or {}
+            errors[position] = remote_error(exc)
+            append(None)
+    return results, errors
+
+
+_RUNNERS: dict[CallMode, Callable[[Any, list[Any], memoryview], Outcome]] = {
+    CallMode.ITEM: _run_items,
+    CallMode.STAR: _run_starred,
+    CallMode.CALL: _run_calls,
+}
+
+
+def _encode_done(
+    chunk_id: int,
+    results: list[Any],
+    errors: dict[int, RemoteError] | None,
+    *,
+    decode_s: float = 0.0,
+    compute_s: float = 0.0,
+    computed_at: float | None = None,
+) -> bytes:
+    """Pickle the results; a result that will not pickle becomes that task's error."""
+    try:
+        payload = dumps(results)
+    except Exception:
+        errors = dict(errors or {})
+        for position, result in enumerate(results):
+            try:
+                dumps(result)
+            except Exception as exc:
+                errors[position] = _unpicklable_result(result, exc)
+                results[position] = None
+        payload = dumps(results)
+    start = time.perf_counter() if computed_at is None else computed_at
+    encode_s = time.perf_counter() - start
+    return dumps(ChunkDone(chunk_id, payload, errors, decode_s, compute_s, encode_s))
+
+
+def _unpicklable_result(result: object, exc: Exception) -> RemoteError:
+    type_name = qualified_type_name(result)
+    error = remote_error(exc, ErrorSite.RESULT)
+    return error._replace(
+        type_name=type_name,
+        message=(
+            f"the result, a {type_name}, could not be pickled to send it back: "
+            f"{qualified_type_name(exc)}: {exc}. Return plain data (or make the type "
+            "picklable with __reduce__) instead."
+        ),
+    )

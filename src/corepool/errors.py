@@ -1,0 +1,192 @@
+"""Every exception a corepool user may catch.
+
+::
+
+    PoolError(Exception)
+    ├─ WorkerDied          .worker_id .pid .exitcode .signal .task_index
+    ├─ TaskTimeout         also a TimeoutError
+    ├─ PoolClosed          use after close() or terminate()
+    ├─ SerializationError  an argument, result or exception would not pickle
+    ├─ InitializerError    the pool's initializer raised in a worker
+    └─ BackendError        __cause__ is the backend's own exception
+
+    RemoteTraceback(Exception)   the worker's traceback text, chained as the
+                                 __cause__ of an exception raised by a task
+
+A task's own exception reaches the caller as its own type, not wrapped: catch
+``ValueError`` as you would in serial code. Only what corepool itself detects
+is a ``PoolError``.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+
+__all__ = [
+    "BackendError",
+    "InitializerError",
+    "PoolClosed",
+    "PoolError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskTimeout",
+    "WorkerDied",
+    "signal_name",
+]
+
+
+def signal_name(exitcode: int | None) -> str | None:
+    """Return ``"SIGKILL"`` for an exit code of ``-9``; ``None`` for a normal exit."""
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return _signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+class PoolError(Exception):
+    """Base class of the errors that corepool itself raises."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text.
+
+    It is chained as the ``__cause__`` of the exception re-raised in the
+    caller, so the usual traceback printout shows where the task failed.
+    """
+
+    def __init__(self, traceback_text: str) -> None:
+        super().__init__(traceback_text)
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.traceback_text.rstrip()}\n"""'
+
+
+_SIGNAL_CAUSES = {
+    "SIGKILL": (
+        "Likely out of memory (the kernel's OOM killer sends SIGKILL) or killed by "
+        "another process: try fewer workers or a smaller chunksize."
+    ),
+    "SIGSEGV": "Likely a crash in native code (an extension module or ctypes call).",
+    "SIGBUS": "Likely a crash in native code, or a memory-mapped file that shrank.",
+    "SIGABRT": "Likely a failed assertion or abort() in native code.",
+    "SIGFPE": "Likely an arithmetic fault in native code.",
+    "SIGILL": "Likely native code built for another processor.",
+    "SIGTERM": "Something sent the worker SIGTERM (a process manager, or kill).",
+}
+
+
+def _death_cause(exitcode: int | None) -> str:
+    name = signal_name(exitcode)
+    if name is not None:
+        return _SIGNAL_CAUSES.get(name, f"The worker was stopped by {name}.")
+    if exitcode is None:
+        return "Its exit status could not be read."
+    return (
+        f"The task (or code it called) ended the process with exit code {exitcode}: "
+        "look for os._exit(), sys.exit() or an uncaught BaseException."
+    )
+
+
+class WorkerDied(PoolError):
+    """A worker process ended while it was running a task.
+
+    Raised (or returned, with ``return_exceptions=True``) for exactly the task
+    that was running; the other tasks it held are run again on other workers.
+    The worker is replaced and the pool stays usable.
+
+    Attributes:
+        worker_id: The worker's number in the pool (0 to ``workers - 1``).
+        pid: The process id of the worker that died.
+        exitcode: Its exit code, negative for a signal (``-9`` for SIGKILL).
+        signal: The signal's name (``"SIGKILL"``), or ``None`` for a plain exit.
+        task_index: The index of the task in its job's input, or ``None`` when
+            the worker died between tasks.
+    """
+
+    def __init__(
+        self,
+        *,
+        worker_id: int,
+        pid: int,
+        exitcode: int | None,
+        task_index: int | None,
+        job: str,
+        replaced: bool = True,
+    ) -> None:
+        self.worker_id = worker_id
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = signal_name(exitcode)
+        self.task_index = task_index
+        self.job = job
+        how = f"got {self.signal}" if self.signal else f"exited with code {exitcode}"
+        where = f"in task {task_index} of {job}" if task_index is not None else f"during {job}"
+        after = "It was replaced." if replaced else "The pool is shutting down."
+        super().__init__(
+            f"worker {worker_id} (pid {pid}) {how} {where}. {_death_cause(exitcode)} {after}"
+        )
+
+        self.replaced = replaced
+
+    def __reduce__(self) -> tuple[object, ...]:
+        fields = (self.worker_id, self.pid, self.exitcode, self.task_index, self.job, self.replaced)
+        return (_rebuild_worker_died, fields)
+
+
+def _rebuild_worker_died(
+    worker_id: int, pid: int, exitcode: int | None, task_index: int | None, job: str, replaced: bool
+) -> WorkerDied:
+    return WorkerDied(
+        worker_id=worker_id,
+        pid=pid,
+        exitcode=exitcode,
+        task_index=task_index,
+        job=job,
+        replaced=replaced,
+    )
+
+
+class TaskTimeout(PoolError, TimeoutError):
+    """A task ran past its ``task_timeout``; its worker was stopped and replaced."""
+
+
+class PoolClosed(PoolError):
+    """The pool was used after ``close()`` or ``terminate()``."""
+
+
+class SerializationError(PoolError):
+    """An argument, result or exception could not cross a process boundary.
+
+    Attributes:
+        type_name: The qualified name of the type that failed, when known.
+        traceback_text: The traceback of the failure as text (possibly from
+            the worker), or ``""``.
+    """
+
+    def __init__(self, message: str, *, type_name: str = "", traceback_text: str = "") -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.traceback_text = traceback_text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_serialization_error,
+            (str(self), self.type_name, self.traceback_text),
+        )
+
+
+def _rebuild_serialization_error(
+    message: str, type_name: str, traceback_text: str
+) -> SerializationError:
+    return SerializationError(message, type_name=type_name, traceback_text=traceback_text)
+
+
+class InitializerError(PoolError):
+    """The pool's ``initializer`` raised in a worker; the pool cannot start workers."""
+
+
+class BackendError(PoolError):
+    """A backend failed in a way of its own; ``__cause__`` holds its exception."""

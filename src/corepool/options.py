@@ -1,0 +1,130 @@
+"""Frozen option records, validated once, documented once.
+
+Every shared parameter of ``Pool`` and of its calls is described here rather
+than pasted into each signature's docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["START_METHODS", "MapOptions", "PoolOptions", "StartMethod", "default_workers"]
+
+StartMethod = Literal["fork", "forkserver", "spawn"]
+START_METHODS: tuple[StartMethod, ...] = ("fork", "forkserver", "spawn")
+
+
+def default_workers() -> int:
+    """The number of CPU cores this process may run on."""
+    if hasattr(os, "process_cpu_count"):  # Python 3.13+
+        count: int | None = os.process_cpu_count()
+    elif hasattr(os, "sched_getaffinity"):
+        count = len(os.sched_getaffinity(0))
+    else:
+        count = os.cpu_count()
+    return max(1, count or 1)
+
+
+def default_start_method() -> StartMethod:
+    """``forkserver`` on Linux, ``spawn`` elsewhere (docs/architecture.md explains why)."""
+    return "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+def _check_optional_count(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolOptions:
+    """How a pool's workers are started and kept.
+
+    Attributes:
+        workers: How many worker processes run tasks; ``None`` means one per
+            CPU core this process may use.
+        start_method: ``"forkserver"`` (the default on Linux: workers are forked
+            from a small single-threaded template process, so they start in a
+            few milliseconds and never inherit the parent's threads or locks),
+            ``"spawn"`` (a fresh interpreter per worker; the default elsewhere)
+            or ``"fork"`` (a copy of the parent, sharing its memory pages
+            copy-on-write; unsafe when the parent has threads that hold locks).
+            Whatever the method, workers never import the caller's
+            ``__main__`` module: functions defined there travel by value.
+        initializer: Called once in each worker before its first task; what
+            it stores (in ``corepool.worker_state`` or a module global) stays
+            for every task that worker runs.
+        initargs: Positional arguments for ``initializer``.
+        max_tasks_per_worker: Retire a worker after it ran this many tasks and
+            start a fresh one; ``None`` keeps workers for the pool's life.
+    """
+
+    workers: int | None = None
+    start_method: StartMethod | None = None
+    initializer: Callable[..., Any] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_count("workers", self.workers)
+        _check_optional_count("max_tasks_per_worker", self.max_tasks_per_worker)
+        if self.start_method is not None and self.start_method not in START_METHODS:
+            raise ValueError(
+                f"start_method must be one of {', '.join(START_METHODS)} or None, "
+                f"got {self.start_method!r}"
+            )
+        if sys.platform == "win32":
+            raise NotImplementedError("corepool runs on Linux and macOS; Windows is not supported")
+        if self.initializer is not None and not callable(self.initializer):
+            raise TypeError(f"initializer must be callable, got {self.initializer!r}")
+        if not isinstance(self.initargs, tuple):
+            raise TypeError(f"initargs must be a tuple, got {type(self.initargs).__name__}")
+
+    @property
+    def resolved_workers(self) -> int:
+        """``workers``, with ``None`` replaced by the number of usable cores."""
+        return self.workers if self.workers is not None else default_workers()
+
+    @property
+    def resolved_start_method(self) -> StartMethod:
+        """``start_method``, with ``None`` replaced by the platform's default."""
+        return self.start_method or default_start_method()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MapOptions:
+    """How one call (``map``, ``imap``, ``imap_unordered``, ``starmap``) runs.
+
+    Attributes:
+        chunksize: How many tasks travel to a worker together. ``None`` (the
+            default) lets corepool choose: it starts small, measures the time
+            per task and aims each chunk at about ``target_chunk_seconds``,
+            shrinking chunks near the end of a sized input so that no worker
+            is left with a long tail.
+        ordered: Deliver results in input order (``True``) or as they finish.
+        progress: Show a progress bar (tqdm, on stderr) with tasks done, rate
+            and time left.
+        return_exceptions: Put a failed task's exception in its result's place
+            instead of raising it; the other results are all delivered.
+        timeout: Seconds from the call until every result must have arrived;
+            past it the call raises ``TimeoutError``. ``None`` waits forever.
+    """
+
+    chunksize: int | None = None
+    ordered: bool = True
+    progress: bool = False
+    return_exceptions: bool = False
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunksize is not None and (
+            isinstance(self.chunksize, bool)
+            or not isinstance(self.chunksize, int)
+            or self.chunksize < 1
+        ):
+            raise ValueError(f"chunksize must be None or an int >= 1, got {self.chunksize!r}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be None or > 0 seconds, got {self.timeout!r}")

@@ -1,0 +1,358 @@
+"""``Pool``, the process pool, and ``map``, its one-call form."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from types import TracebackType
+from typing import Any, TypeVar
+
+from corepool._backends.local import LocalBackend
+from corepool._chunking import Chunker
+from corepool._protocol import CallMode
+from corepool._results import FutureSink, ResultIterator, ResultStream
+from corepool._scheduler import Job, Scheduler
+from corepool.options import MapOptions, PoolOptions, StartMethod
+
+__all__ = ["Pool", "map"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# imap may run ahead of its consumer by this many chunks per worker, and no
+# more: an infinite input stays lazy and memory stays bounded.
+LOOKAHEAD_CHUNKS_PER_WORKER = 4
+
+
+def _describe(call: str, fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{call}({name})"
+
+
+def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class Pool(Executor):
+    """A pool of worker processes that run your functions on all cores.
+
+    Workers are started in the background as soon as the pool is created.
+    A worker that dies (killed, out of memory, segfault, ``os._exit``) costs
+    exactly the task it was running, which gets ``WorkerDied``; its other
+    tasks run again elsewhere, a fresh worker takes its place, and the pool
+    goes on. The pool is a ``concurrent.futures.Executor`` too, so
+    ``loop.run_in_executor(pool, fn, x)`` works.
+
+    Args:
+        workers: See ``PoolOptions``; ``None`` means one per core.
+        start_method: See ``PoolOptions``.
+        initializer: See ``PoolOptions``.
+        initargs: See ``PoolOptions``.
+        max_tasks_per_worker: See ``PoolOptions``.
+
+    Raises:
+        ValueError: An option is out of range.
+
+    Example:
+        >>> with corepool.Pool(workers=4) as pool:
+        ...     squares = pool.map(square, range(1000))
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        start_method: StartMethod | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_worker: int | None = None,
+    ) -> None:
+        self.options = PoolOptions(
+            workers=workers,
+            start_method=start_method,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_worker=max_tasks_per_worker,
+        )
+        self._backend = LocalBackend(self.options)
+        self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}")
+        # A pool dropped without close() must not leave workers behind.
+        self._finalizer = weakref.finalize(self, _terminate, self._scheduler)
+
+    @property
+    def workers(self) -> int:
+        """How many worker processes the pool runs."""
+        return self._backend.workers
+
+    def __repr__(self) -> str:
+        state = "running" if self._scheduler.is_running else "closed"
+        method = self.options.resolved_start_method
+        return f"<corepool.Pool workers={self.workers} start_method={method!r} {state}>"
+
+    # -- calls -----------------------------------------------------------------
+
+    def _stream(
+        self,
+        call: str,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        options: MapOptions,
+        *,
+        mode: CallMode | None = None,
+        lazy: bool,
+    ) -> ResultStream:
+        if not callable(fn):
+            raise TypeError(f"{call}() needs a callable first, got {fn!r}")
+        if not iterables:
+            raise TypeError(f"{call}() needs at least one iterable of inputs")
+        total = _length(iterables)
+        name = _describe(call, fn)
+        if mode is None:
+            mode = CallMode.ITEM if len(iterables) == 1 else CallMode.STAR
+        source = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables)
+        stream = ResultStream(
+            name=name,
+            return_exceptions=options.return_exceptions,
+            timeout=options.timeout,
+            progress_total=total,
+            progress=options.progress,
+        )
+        job = Job(
+            name=name,
+            fn=fn,
+            mode=mode,
+            source=source,
+            chunker=Chunker(workers=self.workers, total=total, chunksize=options.chunksize),
+            sink=stream,
+            lookahead=LOOKAHEAD_CHUNKS_PER_WORKER * self.workers if lazy else None,
+        )
+        stream.attach(job, self._scheduler)
+        self._scheduler.submit(job)
+        return stream
+
+    def map(  # type: ignore[override]  # a list, as multiprocessing.Pool.map returns
+        self,
+        fn: Callable[..., R],
+        *iterables: Iterable[Any],
+        chunksize: int | None = None,
+        ordered: bool = True,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> list[R]:
+        """Call ``fn`` on every input and return the results as a list.
+
+        With several iterables, ``fn`` takes one argument from each, as with
+        the built-in ``map``. The options are described on ``MapOptions``.
+
+        Returns:
+            The results, in input order unless ``ordered=False``.
+
+        Raises:
+            WorkerDied: A worker died running one of the tasks.
+            SerializationError: An argument or result would not pickle.
+            PoolClosed: The pool was closed or terminated.
+            TimeoutError: ``timeout`` passed before every result arrived.
+            Exception: The first exception a task raised, as its own type.
+
+        Example:
+            >>> pool.map(pow, [2, 3], [5, 2])
+            [32, 9]
+        """
+        options = MapOptions(
+            chunksize=chunksize,
+            ordered=ordered,
+            progress=progress,
+            return_exceptions=return_exceptions,
+            timeout=timeout,
+        )
+        stream = self._stream("map", fn, iterables, options, lazy=False)
+        return stream.collect() if ordered else stream.collect_unordered()
+
+    def starmap(
+        self,
+        fn: Callable[..., R],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        chunksize: int | None = None,
+        ordered: bool = True,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> list[R]:
+        """Like ``map``, but each input is a tuple of arguments: ``fn(*args)``.
+
+        Example:
+            >>> pool.starmap(pow, [(2, 5), (3, 2)])
+            [32, 9]
+        """
+        options = MapOptions(
+            chunksize=chunksize,
+            ordered=ordered,
+            progress=progress,
+            return_exceptions=return_exceptions,
+            timeout=timeout,
+        )
+        stream = self._stream("starmap", fn, (iterable,), options, mode=CallMode.STAR, lazy=False)
+        return stream.collect() if ordered else stream.collect_unordered()
+
+    def imap(
+        self,
+        fn: Callable[..., R],
+        *iterables: Iterable[Any],
+        chunksize: int | None = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> Iterator[R]:
+        """Results one by one, in input order, as soon as each is ready.
+
+        The input is read lazily: only a few chunks per worker ahead of what
+        you have consumed, so an endless generator works and memory stays
+        bounded. Leaving the loop early (or dropping the iterator) cancels
+        the tasks not yet started. An exception raised by the input iterable
+        reaches you in its place in the order.
+
+        Example:
+            >>> for thumb in pool.imap(resize, paths, progress=True):
+            ...     save(thumb)
+        """
+        options = MapOptions(
+            chunksize=chunksize,
+            progress=progress,
+            return_exceptions=return_exceptions,
+            timeout=timeout,
+        )
+        stream = self._stream("imap", fn, iterables, options, lazy=True)
+        return ResultIterator(stream, stream.ordered())
+
+    def imap_unordered(
+        self,
+        fn: Callable[..., R],
+        *iterables: Iterable[Any],
+        chunksize: int | None = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> Iterator[R]:
+        """Like ``imap``, but each result comes as soon as it is ready, in any order."""
+        options = MapOptions(
+            chunksize=chunksize,
+            ordered=False,
+            progress=progress,
+            return_exceptions=return_exceptions,
+            timeout=timeout,
+        )
+        stream = self._stream("imap_unordered", fn, iterables, options, lazy=True)
+        return ResultIterator(stream, stream.unordered())
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future``.
+
+        Raises:
+            PoolClosed: The pool was closed or terminated.
+
+        Example:
+            >>> pool.submit(pow, 2, 10).result()
+            1024
+        """
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable first, got {fn!r}")
+        future: Future[R] = Future()
+        name = _describe("submit", fn)
+        job = Job(
+            name=name,
+            fn=fn,
+            mode=CallMode.CALL,
+            source=iter(((args, kwargs),)),
+            chunker=Chunker(workers=self.workers, total=1, chunksize=1),
+            sink=FutureSink(future),
+        )
+        self._scheduler.submit(job)
+        return future
+
+    # -- life cycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Accept no new calls; finish those started, then stop the workers.
+
+        Returns at once; ``join()`` waits. Idempotent.
+        """
+        self._scheduler.close()
+
+    def terminate(self) -> None:
+        """Stop every worker now; unfinished calls raise ``PoolClosed``. Idempotent."""
+        self._scheduler.terminate()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the pool has stopped (after ``close()`` or ``terminate()``)."""
+        self._scheduler.join(timeout)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """The ``Executor`` way to stop: ``terminate()`` if ``cancel_futures``, else ``close()``."""
+        if cancel_futures:
+            self.terminate()
+        else:
+            self.close()
+        if wait:
+            self.join()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # On an error (Ctrl-C included) nobody waits for the results: stop now.
+        if exc_type is None:
+            self.close()
+        else:
+            self.terminate()
+        self.join()
+
+
+def _terminate(scheduler: Scheduler) -> None:
+    scheduler.terminate()
+    scheduler.join()
+
+
+def map(
+    fn: Callable[..., R],
+    *iterables: Iterable[Any],
+    workers: int | None = None,
+    chunksize: int | None = None,
+    ordered: bool = True,
+    progress: bool = False,
+    return_exceptions: bool = False,
+) -> list[R]:
+    """Call ``fn`` on every input using all cores, and return the list of results.
+
+    A pool is started for the call and stopped after it; to make several
+    calls, open a ``Pool`` once instead. Options are described on
+    ``PoolOptions`` and ``MapOptions``.
+
+    Raises:
+        WorkerDied: A worker died running one of the tasks.
+        SerializationError: An argument or result would not pickle.
+        Exception: The first exception a task raised, as its own type.
+
+    Example:
+        >>> corepool.map(square, range(5))
+        [0, 1, 4, 9, 16]
+    """
+    with Pool(workers) as pool:
+        return pool.map(
+            fn,
+            *iterables,
+            chunksize=chunksize,
+            ordered=ordered,
+            progress=progress,
+            return_exceptions=return_exceptions,
+        )

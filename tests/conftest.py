@@ -1,0 +1,66 @@
+"""Shared fixtures: start methods, and the guard against leaked processes and segments."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from corepool import _spawn
+from corepool.options import START_METHODS
+
+# Tests import helpers from tests/tasks.py by module path, so workers can too.
+sys.path.insert(0, str(Path(__file__).parent))
+
+SHM = Path("/dev/shm")
+LEAK_GRACE_S = 5.0
+
+
+def _children() -> set[int]:
+    """Our live descendants, less the fork servers (they live as long as this process)."""
+    keep = set(_spawn.forkserver_pids())
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.pid not in keep and child.status() != psutil.STATUS_ZOMBIE:
+                found.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _segments() -> set[str]:
+    return {p.name for p in SHM.iterdir()} if SHM.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves child processes or /dev/shm segments behind."""
+    processes_before = _children()
+    segments_before = _segments()
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while True:
+        leaked = _children() - processes_before
+        segments = _segments() - segments_before
+        if not (leaked or segments) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in leaked:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert not leaked, f"the test left child processes running: {sorted(leaked)}"
+    assert not segments, f"the test left shared-memory segments: {sorted(segments)}"
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request: pytest.FixtureRequest) -> str:
+    """Each start method in turn."""
+    return str(request.param)

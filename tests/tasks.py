@@ -1,0 +1,71 @@
+"""Task functions for the tests, importable by workers under every start method."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import corepool
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def sleep_then(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def pid_of(_: Any) -> int:
+    return os.getpid()
+
+
+def fail_on(x: int, bad: int = 5) -> int:
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def sigkill_on(x: int, bad: int = 7) -> int:
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def segfault_on(x: int, bad: int = 3) -> int:
+    if x == bad:
+        ctypes.string_at(0)
+    return x
+
+
+def exit_on(x: int, bad: int = 2) -> int:
+    if x == bad:
+        os._exit(13)
+    return x
+
+
+def sys_exit_on(x: int, bad: int = 2) -> int:
+    if x == bad:
+        sys.exit(4)
+    return x
+
+
+def set_state(key: str, value: Any) -> None:
+    corepool.worker_state()[key] = value
+
+
+def read_state(key: str) -> Any:
+    return corepool.worker_state().get(key)
