@@ -69,3 +69,22 @@ def set_state(key: str, value: Any) -> None:
 
 def read_state(key: str) -> Any:
     return corepool.worker_state().get(key)
+
+
+_unpickled = 0
+
+
+def _rebuild_counter() -> UnpickleCounter:
+    global _unpickled
+    _unpickled += 1
+    return UnpickleCounter()
+
+
+class UnpickleCounter:
+    """A callable that returns how many times this process has unpickled one."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_counter, ())
+
+    def __call__(self, _: Any) -> int:
+        return _unpickled

@@ -16,8 +16,8 @@ __all__ = [
     "STATUS_IDLE",
     "STATUS_POSITION",
     "CallMode",
-    "ErrorSite",
     "ChunkDone",
+    "ErrorSite",
     "InitFailed",
     "Ready",
     "RemoteError",
@@ -54,6 +54,7 @@ class RunChunk(NamedTuple):
     """Run ``fn`` on each of ``items`` and answer with one ``ChunkDone``."""
 
     chunk_id: int
+    count: int  # how many tasks ``items`` holds
     fn_id: int
     fn: bytes | None  # the pickled function, sent once per worker and function
     mode: CallMode
@@ -79,8 +80,9 @@ class RemoteError(NamedTuple):
     type_name: str
     message: str
     traceback_text: str
-    exception: bytes | None  # the pickled exception; None when it would not pickle
+    exception: bytes | None  # the pickled exception; None when it could not cross
     site: ErrorSite
+    problem: str  # why the exception could not cross, or ""
 
 
 class Ready(NamedTuple):

@@ -155,6 +155,7 @@ class Scheduler:
         self._cancelled: collections.deque[Job] = collections.deque()
         self._jobs: dict[int, Job] = {}
         self._state = _State.RUNNING
+        self._terminated = False
         self._state_lock = threading.Lock()
         self._broken: PoolError | None = None
         self._chunk_ids = itertools.count()
@@ -169,7 +170,7 @@ class Scheduler:
             if self._broken is not None:
                 raise type(self._broken)(str(self._broken)) from self._broken.__cause__
             if self._state is not _State.RUNNING:
-                how = "closed" if self._state is _State.CLOSING else "shut down"
+                how = "terminated" if self._terminated else "closed"
                 raise PoolClosed(
                     f"cannot start {job.name}: the pool was {how}. "
                     "Create a new Pool, or use corepool.map() for a one-off call."
@@ -201,6 +202,7 @@ class Scheduler:
         with self._state_lock:
             if self._state in (_State.RUNNING, _State.CLOSING):
                 self._state = _State.TERMINATING
+                self._terminated = True
         self.wake()
 
     def join(self, timeout: float | None = None) -> None:
@@ -250,11 +252,10 @@ class Scheduler:
 
     def _stop(self, graceful: bool) -> None:
         with self._state_lock:
-            was_terminated = self._state is _State.TERMINATING
             self._state = _State.STOPPED
         reason = self._broken or PoolClosed(
             "the pool was terminated before this call finished"
-            if was_terminated
+            if self._terminated
             else "the pool stopped before this call finished"
         )
         for job in [*self._jobs.values(), *self._incoming]:
@@ -327,22 +328,24 @@ class Scheduler:
         size = job.chunker.next_size(job.pulled)
         if budget is not None:
             size = min(size, budget)
+        items: list[Any] = []
+        failure: Exception | None = None
         try:
-            items = list(itertools.islice(job.source, size))
+            # extend() keeps what it took before the input raised.
+            items.extend(itertools.islice(job.source, size))
         except Exception as exc:
+            failure = exc
+        if failure is not None or len(items) < size:
             job.exhausted = True
+        start = job.pulled
+        job.pulled += len(items)
+        if failure is not None:
             note = f"raised by the input iterable of {job.name} after {job.pulled} items"
-            _add_note(exc, note)
-            job.sink.deliver(Delivery((job.pulled,), failure=exc, fatal=True))
-            self._finish_if_done(job)
-            return None
-        if len(items) < size:
-            job.exhausted = True
+            _add_note(failure, note)
+            job.sink.deliver(Delivery((job.pulled,), failure=failure, fatal=True))
         if not items:
             self._finish_if_done(job)
             return None
-        start = job.pulled
-        job.pulled += len(items)
         return Chunk(
             next(self._chunk_ids), job.id, job.fn, job.mode, range(start, job.pulled), items
         )
@@ -383,7 +386,7 @@ class Scheduler:
                     f"send them to a worker: {qualified_type_name(error)}: {error}. "
                     "Pass plain data (or create the object inside the task or the "
                     "pool's initializer) instead.",
-                    type_name=qualified_type_name(item),
+                    type_name=_culprit_type(item, job.mode),
                 )
                 failure.__cause__ = error
                 job.sink.deliver(Delivery((index,), failure=failure))
@@ -431,7 +434,12 @@ class Scheduler:
         job.chunker.observe(len(chunk), event.busy_s)
         job.busy_s += event.busy_s
         job.tasks_done += len(chunk)
-        if not job.cancelled:
+        if not job.cancelled and _undecodable(event) and len(chunk) > 1:
+            # One bad argument spoils the whole chunk's decoding: run each task
+            # alone to learn which one it was.
+            for position in reversed(range(len(chunk))):
+                job.requeued.appendleft(self._single(chunk, position))
+        elif not job.cancelled:
             errors = None
             if event.errors:
                 errors = {
@@ -440,6 +448,16 @@ class Scheduler:
                 }
             job.sink.deliver(Delivery(chunk.indices, payload=event.payload, errors=errors))
         self._finish_if_done(job)
+
+    def _single(self, chunk: Chunk, position: int) -> Chunk:
+        return Chunk(
+            next(self._chunk_ids),
+            chunk.job_id,
+            chunk.fn,
+            chunk.mode,
+            (chunk.indices[position],),
+            [chunk.items[position]],
+        )
 
     def _lost(self, event: WorkerLost) -> None:
         for number, chunk in enumerate(event.chunks):
@@ -486,6 +504,28 @@ class Scheduler:
         raise error
 
 
+def _culprit_type(item: Any, mode: CallMode) -> str:
+    """The type name of what would not pickle, looking inside argument tuples."""
+    if mode is CallMode.ITEM:
+        return qualified_type_name(item)
+    args = item if mode is CallMode.STAR else (*item[0], *item[1].values())
+    for arg in args:
+        try:
+            dumps(arg)
+        except Exception:
+            return qualified_type_name(arg)
+    return qualified_type_name(item)
+
+
+def _undecodable(event: ChunkFinished) -> bool:
+    errors = event.errors
+    return (
+        errors is not None
+        and len(errors) == len(event.chunk)
+        and all(error.site is ErrorSite.ARGUMENTS for error in errors.values())
+    )
+
+
 def _add_note(exc: BaseException, note: str) -> None:
     if hasattr(exc, "add_note"):  # Python 3.11+
         exc.add_note(note)
@@ -510,8 +550,9 @@ def _task_error(job_name: str, chunk: Chunk, position: int, remote: RemoteError)
             _add_note(exc, f"raised by {where}, item {_short_repr.repr(chunk.items[position])}")
     elif remote.site is ErrorSite.TASK:
         exc = SerializationError(
-            f"{where} raised {remote.type_name}: {remote.message}, which could not be "
-            "pickled to send it back. Raise an exception that holds only plain data.",
+            f"{where} raised {remote.type_name}: {remote.message}, which could not be sent "
+            f"back to the parent: {remote.problem}. Keep only plain data in the exception, "
+            "and give its class an __init__ that accepts its args (or a __reduce__).",
             type_name=remote.type_name,
             traceback_text=remote.traceback_text,
         )

@@ -26,10 +26,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from corepool import _forkserver, _worker
+from corepool._transport.channel import Channel
 from corepool._transport.pickling import dumps
 from corepool.options import StartMethod
 
@@ -64,7 +64,7 @@ class WorkerProcess:
         self,
         worker_id: int,
         pid: int,
-        conn: Connection,
+        conn: Channel,
         poll_exitcode: Callable[[], int | None],
         status_fd: int | None = None,
     ) -> None:
@@ -99,7 +99,9 @@ class WorkerProcess:
 
     def _read_status(self, deadline: float) -> None:
         assert self._status_fd is not None
-        ready, _, _ = select.select([self._status_fd], [], [], max(0.0, deadline - time.monotonic()))
+        ready, _, _ = select.select(
+            [self._status_fd], [], [], max(0.0, deadline - time.monotonic())
+        )
         if ready:
             data = os.read(self._status_fd, _forkserver.EXIT_STATUS.size)
             self._ended = True
@@ -149,12 +151,13 @@ def start_worker(
         if method == "forkserver":
             pid, status_fd = _forkserver_for(preload).fork_worker(child_sock.fileno(), board_fd)
             child_sock.close()
-            conn = Connection(parent_sock.detach())
-            return WorkerProcess(worker_id, pid, conn, lambda: None, status_fd=status_fd)
+            return WorkerProcess(
+                worker_id, pid, Channel(parent_sock), lambda: None, status_fd=status_fd
+            )
         if method == "spawn":
             popen = _spawn_interpreter(child_sock.fileno(), board_fd)
             child_sock.close()
-            return WorkerProcess(worker_id, popen.pid, Connection(parent_sock.detach()), popen.poll)
+            return WorkerProcess(worker_id, popen.pid, Channel(parent_sock), popen.poll)
         return _fork(worker_id, parent_sock, child_sock, board_fd)
     except BaseException:
         parent_sock.close()
@@ -183,7 +186,7 @@ def _fork(
             return None
         return os.waitstatus_to_exitcode(status) if done else None
 
-    return WorkerProcess(worker_id, pid, Connection(parent_sock.detach()), poll)
+    return WorkerProcess(worker_id, pid, Channel(parent_sock), poll)
 
 
 def _spawn_interpreter(conn_fd: int, board_fd: int) -> subprocess.Popen[bytes]:

@@ -56,6 +56,8 @@ def serve_and_exit(conn_fd: int, board_fd: int) -> NoReturn:
     code = 1
     try:
         code = serve(conn_fd, board_fd)
+    except SystemExit as exc:  # a task called sys.exit(): keep its code, as Python would
+        code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
         traceback.print_exc()
     finally:
@@ -113,7 +115,7 @@ def _run_chunk(
     status: memoryview,
     started: float,
 ) -> bytes:
-    count = len(message.items)
+    count = message.count
     try:
         fn = functions.get(message.fn_id)
         if fn is None:

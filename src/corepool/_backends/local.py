@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import selectors
 import signal
 import sys
 import time
-from multiprocessing.connection import wait
 from typing import Any
 
 from corepool._backends.base import Chunk, ChunkFinished, Event, InitializerFailed, WorkerLost
@@ -94,7 +94,7 @@ class LocalBackend:
     def _start(self, worker_id: int) -> None:
         process = start_worker(self._method, worker_id, self._board.fd)
         config = WorkerConfig(worker_id, list(sys.path), self._config_initializer)
-        process.conn.send_bytes(dumps(config))
+        process.conn.send(dumps(config))
         self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
         logger.debug("worker %d started, pid %d (%s)", worker_id, process.pid, self._method)
 
@@ -114,6 +114,7 @@ class LocalBackend:
 
     def send(self, worker_id: int, chunk: Chunk) -> None:
         slot = self._slots[worker_id]
+        items = dumps(chunk.items)  # first: if an item will not pickle, nothing has changed
         fn_id, fn_payload = self._function_id(chunk.fn)
         forget = tuple(fid for fid in self._forgotten if fid in slot.known_fns)
         slot.known_fns.difference_update(forget)
@@ -121,20 +122,18 @@ class LocalBackend:
         slot.known_fns.add(fn_id)
         message = RunChunk(
             chunk.id,
+            len(chunk),
             fn_id,
             fn_payload if first_time else None,
             chunk.mode,
-            dumps(chunk.items),
+            items,
             forget,
         )
         chunk.worker_id = worker_id
         slot.in_flight.append(chunk)
         if slot.tasks_left is not None:
             slot.tasks_left -= len(chunk)
-        try:
-            slot.process.conn.send_bytes(dumps(message))
-        except OSError:
-            pass  # the worker died; wait() reports it with this chunk among its losses
+        _send_quietly(slot.process, dumps(message))
 
     def _function_id(self, fn: Any) -> tuple[int, bytes]:
         """The pool-wide id of ``fn`` and its pickle, made once and remembered."""
@@ -153,25 +152,37 @@ class LocalBackend:
         return fn_id, self._functions[key][2]
 
     def wait(self, wakeup_fd: int, timeout: float | None) -> tuple[list[Event], bool]:
-        handles: dict[object, int] = {}
-        for worker_id, slot in self._slots.items():
-            for handle in slot.process.wait_objects():
-                handles[handle] = worker_id
-        retiring = {p.conn: p for p in self._retiring}
-        ready = wait([*handles, *retiring, wakeup_fd], timeout)
+        with selectors.DefaultSelector() as selector:
+            selector.register(wakeup_fd, selectors.EVENT_READ)
+            for worker_id, slot in self._slots.items():
+                conn = slot.process.conn
+                interest = selectors.EVENT_READ
+                if conn.has_pending_output:
+                    interest |= selectors.EVENT_WRITE
+                selector.register(conn, interest, worker_id)
+                if slot.process.sentinel is not None:
+                    selector.register(slot.process.sentinel, selectors.EVENT_READ, worker_id)
+            for process in self._retiring:
+                selector.register(process.conn, selectors.EVENT_READ, process)
+            ready = selector.select(timeout)
         events: list[Event] = []
         woken = False
-        seen: set[int] = set()
-        for handle in ready:
-            if handle == wakeup_fd:
+        readable: set[int] = set()
+        for key, mask in ready:
+            if key.fd == wakeup_fd:
                 woken = True
-            elif handle in retiring:
-                self._reap_retired(retiring[handle])
-            else:
-                worker_id = handles[handle]
-                if worker_id not in seen:
-                    seen.add(worker_id)
-                    events.extend(self._read_worker(worker_id))
+            elif isinstance(key.data, WorkerProcess):
+                self._reap_retired(key.data)
+            elif (
+                mask & selectors.EVENT_WRITE
+                and key.fd == self._slots[key.data].process.conn.fileno()
+            ):
+                _flush_quietly(self._slots[key.data].process)
+            if mask & selectors.EVENT_READ and isinstance(key.data, int):
+                readable.add(key.data)
+        for worker_id in sorted(readable):
+            if worker_id in self._slots:
+                events.extend(self._read_worker(worker_id))
         return events, woken
 
     def _read_worker(self, worker_id: int) -> list[Event]:
@@ -181,7 +192,7 @@ class LocalBackend:
         conn = slot.process.conn
         try:
             while conn.poll():
-                event = self._handle_message(worker_id, loads(conn.recv_bytes()))
+                event = self._handle_message(worker_id, loads(conn.recv()))
                 if event is not None:
                     events.append(event)
                     if isinstance(event, InitializerFailed):
@@ -237,10 +248,7 @@ class LocalBackend:
     def _retire(self, worker_id: int) -> None:
         """Stop a worker that reached max_tasks_per_worker and start its successor."""
         slot = self._slots.pop(worker_id)
-        try:
-            slot.process.conn.send_bytes(dumps(Stop()))
-        except OSError:
-            pass
+        _send_quietly(slot.process, dumps(Stop()))
         self._retiring.append(slot.process)
         self._start(worker_id)
 
@@ -256,16 +264,28 @@ class LocalBackend:
         # Escalate: ask, then SIGTERM, then SIGKILL; each step only for those still running.
         if graceful:
             for process in processes:
-                try:
-                    process.conn.send_bytes(dumps(Stop()))
-                except OSError:
-                    pass
+                _send_quietly(process, dumps(Stop()))
             _stop_all(processes, STOP_GRACE_S)
             _stop_all(processes, STOP_GRACE_S, signal.SIGTERM)
         _stop_all(processes, STOP_GRACE_S, signal.SIGKILL)
         for process in processes:
             process.close()
         self._board.close()
+
+
+def _send_quietly(process: WorkerProcess, payload: bytes) -> None:
+    """Queue a message; a dead worker is noticed by ``wait``, not here."""
+    try:
+        process.conn.send(payload)
+    except OSError:
+        pass
+
+
+def _flush_quietly(process: WorkerProcess) -> None:
+    try:
+        process.conn.flush()
+    except OSError:
+        pass
 
 
 def _stop_all(processes: list[WorkerProcess], grace_s: float, signum: int | None = None) -> None:

@@ -56,19 +56,23 @@ def remote_error(exc: BaseException, site: ErrorSite = ErrorSite.TASK) -> Remote
     caught on this side, where its traceback is still at hand.
     """
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    problem = ""
+    payload: bytes | None = None
     try:
-        payload: bytes | None = dumps(exc)
-        loads(payload)
+        payload = dumps(exc)
     except Exception as failure:
-        payload = None
-        text += (
-            f"\n(the exception could not be sent back: "
-            f"{qualified_type_name(failure)}: {failure})\n"
-        )
+        problem = f"it will not pickle: {qualified_type_name(failure)}: {failure}"
+    else:
+        try:
+            loads(payload)
+        except Exception as failure:
+            payload = None
+            problem = f"it pickles but will not unpickle: {qualified_type_name(failure)}: {failure}"
     return RemoteError(
         type_name=qualified_type_name(exc),
         message=str(exc),
         traceback_text=text,
         exception=payload,
         site=site,
+        problem=problem,
     )

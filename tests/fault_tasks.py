@@ -1,0 +1,79 @@
+"""Task helpers for the fault tests: each one misbehaves in one way, on one item.
+
+Module-level, like ``tasks.py``, so that workers import them by reference
+under every start method.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import threading
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+
+def segfault_on(x: int, bad: int = 3) -> int:
+    """Like ``tasks.segfault_on``, without the faulthandler dump a forked worker inherits.
+
+    pytest enables faulthandler; a worker forked from it would print its
+    traceback on the terminal, past pytest's capture. The crash is the same
+    SIGSEGV either way.
+    """
+    if x == bad:
+        faulthandler.disable()
+        ctypes.string_at(0)
+    return x
+
+
+def lock_on(x: int, bad: int = 4) -> Any:
+    """Return ``x``, but an unpicklable ``threading.Lock`` for item ``bad``."""
+    return threading.Lock() if x == bad else x
+
+
+class LockedError(Exception):
+    """An exception that will not pickle: it holds a lock."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_locked_on(x: int, bad: int = 6) -> int:
+    if x == bad:
+        raise LockedError(f"item {x} holds a lock")
+    return x
+
+
+class TwoArgError(Exception):
+    """Pickles, but will not unpickle: pickle rebuilds it as ``TwoArgError(message)``."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a} and {b} went wrong")
+
+
+def raise_two_arg_on(x: int, bad: int = 8) -> int:
+    if x == bad:
+        raise TwoArgError(x, x + 1)
+    return x
+
+
+def refuse_to_unpickle(label: str) -> NoReturn:
+    raise RuntimeError(f"{label} cannot be rebuilt here")
+
+
+class Unloadable:
+    """Pickles in the parent; unpickling it (in a worker) raises ``RuntimeError``."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (refuse_to_unpickle, ("the Unloadable argument",))
+
+
+def failing_init() -> None:
+    raise OSError("no model file at /nonexistent/model.bin")
+
+
+def numbers_then_fail(count: int = 10) -> Iterator[int]:
+    """Yield ``0 .. count - 1``, then raise ``RuntimeError``: a broken input stream."""
+    yield from range(count)
+    raise RuntimeError(f"the input broke after {count} items")

@@ -1,0 +1,484 @@
+"""Every way a task, its input or the pool can fail, and what the caller sees.
+
+One table, one test. Each row runs a faulty call on a fresh two-worker pool,
+under each start method, and checks:
+
+1. the exception's type and message (users read the message: it must say
+   what happened and what to do);
+2. with ``return_exceptions=True``, that every other task's result comes
+   back and the bad task's slot holds the error, with the right attributes
+   (rows where the call must raise whatever ``return_exceptions`` says check
+   instead that the second call raises the same way, promptly);
+3. that the pool still works afterwards;
+4. (the autouse ``no_leaks`` fixture) that no child process or ``/dev/shm``
+   segment is left behind.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import corepool
+import fault_tasks
+import tasks
+
+# A call that must raise whatever return_exceptions says raises again within this.
+PROMPT_S = 2.0
+
+Call = Callable[[corepool.Pool, bool], Iterable[Any]]
+Check = Callable[[BaseException], None]
+
+
+def _no_check(error: BaseException) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One row: a faulty call and what the caller must see.
+
+    Attributes:
+        call: Makes the faulty call on the pool; its flag is ``return_exceptions``.
+        error: The exception type the call raises.
+        match: A regex that ``str(error)`` must match (``re.search``).
+        expected: Every task's result when nothing goes wrong; the slot at
+            ``bad`` is not compared.
+        bad: The index whose slot holds the error when the call runs with
+            ``return_exceptions=True``; ``None`` when that call must raise too.
+        yielded: What the call yields before it raises (``imap``).
+        check: More checks on the error instance (its attributes, cause, notes).
+        pool: Extra ``Pool`` arguments (the initializer).
+        usable_after: Whether the pool must still run tasks after the fault.
+    """
+
+    call: Call
+    error: type[BaseException]
+    match: str
+    expected: Sequence[Any] = ()
+    bad: int | None = None
+    yielded: Sequence[Any] = ()
+    check: Check = _no_check
+    pool: dict[str, Any] = field(default_factory=dict)
+    usable_after: bool = True
+
+
+# -- checks on the error instance ----------------------------------------------
+
+
+def _died(index: int, signal: str | None, exitcode: int) -> Check:
+    def check(error: BaseException) -> None:
+        assert isinstance(error, corepool.WorkerDied)
+        assert error.task_index == index
+        assert error.signal == signal
+        assert error.exitcode == exitcode
+        assert isinstance(error.pid, int)
+        assert error.pid > 0
+        assert error.worker_id in (0, 1)
+        assert error.replaced
+
+    return check
+
+
+def _raised_by(function: str, where: str) -> Check:
+    """A task's own exception: the worker's traceback as cause, where it ran as a note."""
+
+    def check(error: BaseException) -> None:
+        cause = error.__cause__
+        assert isinstance(cause, corepool.RemoteTraceback)
+        assert function in cause.traceback_text
+        assert function in str(cause)
+        if sys.version_info >= (3, 11):
+            assert any(where in note for note in getattr(error, "__notes__", ()))
+
+    return check
+
+
+def _serialization(
+    type_name: str,
+    *,
+    cause: type[BaseException] = corepool.RemoteTraceback,
+    traceback_has: str = "",
+) -> Check:
+    def check(error: BaseException) -> None:
+        assert isinstance(error, corepool.SerializationError)
+        assert error.type_name == type_name
+        assert isinstance(error.__cause__, cause)
+        assert traceback_has in error.traceback_text
+
+    return check
+
+
+def _initializer_failed(error: BaseException) -> None:
+    cause = error.__cause__
+    assert isinstance(cause, corepool.RemoteTraceback)
+    assert "failing_init" in cause.traceback_text
+    assert "OSError: no model file" in cause.traceback_text
+
+
+def _input_broke(error: BaseException) -> None:
+    assert error.__cause__ is None
+    if sys.version_info >= (3, 11):
+        note = "raised by the input iterable of imap(square) after 10 items"
+        assert note in getattr(error, "__notes__", ())
+
+
+# -- calls ---------------------------------------------------------------------
+
+
+def _with_at(position: int, thing: object, size: int = 20) -> list[Any]:
+    """``0 .. size - 1`` with ``thing`` in place of ``position``."""
+    items: list[Any] = list(range(size))
+    items[position] = thing
+    return items
+
+
+def _submit(pool: corepool.Pool, return_exceptions: bool) -> list[Any]:
+    """submit() has no return_exceptions: the flag reads future.exception() instead."""
+    future = pool.submit(tasks.sigkill_on, 7)
+    if return_exceptions:
+        return [future.exception(timeout=10)]
+    return [future.result(timeout=10)]
+
+
+def _map_after_close(pool: corepool.Pool, return_exceptions: bool) -> list[Any]:
+    pool.close()
+    pool.join(10)
+    return pool.map(tasks.square, range(5), return_exceptions=return_exceptions)
+
+
+def _map_after_terminate(pool: corepool.Pool, return_exceptions: bool) -> list[Any]:
+    pool.terminate()
+    pool.join(10)
+    return pool.map(tasks.square, range(5), return_exceptions=return_exceptions)
+
+
+def _submit_after_close(pool: corepool.Pool, return_exceptions: bool) -> list[Any]:
+    pool.close()
+    pool.join(10)
+    return [pool.submit(tasks.square, 3).result(timeout=10)]
+
+
+# -- the table -----------------------------------------------------------------
+
+_TWENTY = list(range(20))
+_DIED = r"worker \d+ \(pid \d+\) "
+_EXITED = (
+    r"The task \(or code it called\) ended the process with exit code {code}: "
+    r"look for os\._exit\(\), sys\.exit\(\) or an uncaught BaseException\. It was replaced\.$"
+)
+_CLOSED = r"Create a new Pool, or use corepool\.map\(\) for a one-off call\.$"
+
+FAULTS = [
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(tasks.fail_on, range(20), return_exceptions=rx),
+            error=ValueError,
+            match=r"^bad item 5",  # then the note, which pytest matches too
+            expected=_TWENTY,
+            bad=5,
+            check=_raised_by("fail_on", "task 5 of map(fail_on)"),
+        ),
+        id="task-raises",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(tasks.sigkill_on, range(20), return_exceptions=rx),
+            error=corepool.WorkerDied,
+            match=_DIED + r"got SIGKILL in task 7 of map\(sigkill_on\)\. Likely out of memory "
+            r"\(the kernel's OOM killer sends SIGKILL\) or killed by another process: "
+            r"try fewer workers or a smaller chunksize\. It was replaced\.$",
+            expected=_TWENTY,
+            bad=7,
+            check=_died(7, "SIGKILL", -9),
+        ),
+        id="sigkill",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                fault_tasks.segfault_on, range(20), return_exceptions=rx
+            ),
+            error=corepool.WorkerDied,
+            match=_DIED + r"got SIGSEGV in task 3 of map\(segfault_on\)\. Likely a crash in "
+            r"native code \(an extension module or ctypes call\)\. It was replaced\.$",
+            expected=_TWENTY,
+            bad=3,
+            check=_died(3, "SIGSEGV", -11),
+        ),
+        id="segfault",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(tasks.exit_on, range(20), return_exceptions=rx),
+            error=corepool.WorkerDied,
+            match=_DIED
+            + r"exited with code 13 in task 2 of map\(exit_on\)\. "
+            + _EXITED.format(code=13),
+            expected=_TWENTY,
+            bad=2,
+            check=_died(2, None, 13),
+        ),
+        id="os-exit",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(tasks.sys_exit_on, range(20), return_exceptions=rx),
+            error=corepool.WorkerDied,
+            match=_DIED
+            + r"exited with code 4 in task 2 of map\(sys_exit_on\)\. "
+            + _EXITED.format(code=4),
+            expected=_TWENTY,
+            bad=2,
+            check=_died(2, None, 4),
+        ),
+        id="sys-exit",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(fault_tasks.lock_on, range(20), return_exceptions=rx),
+            error=corepool.SerializationError,
+            match=r"^task 4 of map\(lock_on\): the result, a _thread\.lock, could not be "
+            r"pickled to send it back: TypeError: cannot pickle '_thread\.lock' object\. "
+            r"Return plain data \(or make the type picklable with __reduce__\) instead\.$",
+            expected=_TWENTY,
+            bad=4,
+            check=_serialization("_thread.lock", traceback_has="cannot pickle"),
+        ),
+        id="unpicklable-result",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                fault_tasks.raise_locked_on, range(20), return_exceptions=rx
+            ),
+            error=corepool.SerializationError,
+            match=r"^task 6 of map\(raise_locked_on\) raised fault_tasks\.LockedError: "
+            r"item 6 holds a lock, which could not be sent back to the parent: it will not "
+            r"pickle: TypeError: cannot pickle '_thread\.lock' object\. Keep only plain data "
+            r"in the exception, and give its class an __init__ that accepts its args "
+            r"\(or a __reduce__\)\.$",
+            expected=_TWENTY,
+            bad=6,
+            check=_serialization("fault_tasks.LockedError", traceback_has="in raise_locked_on"),
+        ),
+        id="unpicklable-exception",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                fault_tasks.raise_two_arg_on, range(20), return_exceptions=rx
+            ),
+            error=corepool.SerializationError,
+            match=r"^task 8 of map\(raise_two_arg_on\) raised fault_tasks\.TwoArgError: "
+            r"8 and 9 went wrong, which could not be sent back to the parent: it pickles "
+            r"but will not unpickle: TypeError: .*missing 1 required positional argument: "
+            r"'b'\. Keep only plain data",
+            expected=_TWENTY,
+            bad=8,
+            check=_serialization(
+                "fault_tasks.TwoArgError",
+                traceback_has="in raise_two_arg_on",
+            ),
+        ),
+        id="exception-fails-to-unpickle",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                tasks.identity, _with_at(3, threading.Lock()), return_exceptions=rx
+            ),
+            error=corepool.SerializationError,
+            match=r"^the arguments of task 3 of map\(identity\) could not be pickled to send "
+            r"them to a worker: TypeError: cannot pickle '_thread\.lock' object\. Pass plain "
+            r"data \(or create the object inside the task or the pool's initializer\) instead\.$",
+            expected=_TWENTY,
+            bad=3,
+            check=_serialization("_thread.lock", cause=TypeError),
+        ),
+        id="unpicklable-argument",
+    ),
+    pytest.param(
+        # Item 1 is in the first chunk worker 1 is sent, so the function should
+        # travel with it. imap waits for item 0 (slow), so the job is not yet
+        # cancelled when worker 1 answers its next chunk.
+        Fault(
+            call=lambda pool, rx: pool.imap(
+                tasks.sleep_then,
+                [0.25] + [0.0] * 19,
+                _with_at(1, threading.Lock()),
+                return_exceptions=rx,
+            ),
+            error=corepool.SerializationError,
+            match=r"^the arguments of task 1 of imap\(sleep_then\) could not be pickled to send "
+            r"them to a worker: TypeError: cannot pickle '_thread\.lock' object\.",
+            expected=_TWENTY,
+            bad=1,
+            yielded=[0],
+            check=_serialization("_thread.lock", cause=TypeError),
+        ),
+        id="unpicklable-argument-in-first-chunk",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                tasks.identity, _with_at(3, fault_tasks.Unloadable()), return_exceptions=rx
+            ),
+            error=corepool.SerializationError,
+            match=r"^task 3 of map\(identity\) could not start: its function or arguments "
+            r"failed to unpickle in the worker with RuntimeError: the Unloadable argument "
+            r"cannot be rebuilt here$",
+            expected=_TWENTY,
+            bad=3,
+            check=_serialization("RuntimeError", traceback_has="refuse_to_unpickle"),
+        ),
+        id="argument-fails-to-unpickle",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                tasks.identity,
+                _with_at(3, fault_tasks.Unloadable()),
+                chunksize=4,
+                return_exceptions=rx,
+            ),
+            error=corepool.SerializationError,
+            match=r"^task 3 of map\(identity\) could not start: its function or arguments "
+            r"failed to unpickle in the worker with RuntimeError: the Unloadable argument "
+            r"cannot be rebuilt here$",
+            expected=_TWENTY,
+            bad=3,
+            check=_serialization("RuntimeError", traceback_has="refuse_to_unpickle"),
+        ),
+        id="argument-fails-to-unpickle-in-a-chunk-of-4",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(tasks.square, range(5), return_exceptions=rx),
+            error=corepool.InitializerError,
+            match=r"^the pool's initializer raised OSError: no model file at "
+            r"/nonexistent/model\.bin \(in worker \d\)\. No task can run: fix the initializer "
+            r"and create a new pool\.$",
+            check=_initializer_failed,
+            pool={"initializer": fault_tasks.failing_init},
+            usable_after=False,
+        ),
+        id="initializer-raises",
+    ),
+    pytest.param(
+        Fault(
+            call=_map_after_close,
+            error=corepool.PoolClosed,
+            match=r"^cannot start map\(square\): the pool was closed\. " + _CLOSED,
+            usable_after=False,
+        ),
+        id="map-after-close",
+    ),
+    pytest.param(
+        Fault(
+            call=_submit_after_close,
+            error=corepool.PoolClosed,
+            match=r"^cannot start submit\(square\): the pool was closed\. " + _CLOSED,
+            usable_after=False,
+        ),
+        id="submit-after-close",
+    ),
+    pytest.param(
+        Fault(
+            call=_map_after_terminate,
+            error=corepool.PoolClosed,
+            match=r"^cannot start map\(square\): the pool was terminated\. " + _CLOSED,
+            usable_after=False,
+        ),
+        id="map-after-terminate",
+    ),
+    pytest.param(
+        Fault(
+            call=_submit,
+            error=corepool.WorkerDied,
+            match=_DIED + r"got SIGKILL in task 0 of submit\(sigkill_on\)\. Likely out of memory",
+            expected=[None],
+            bad=0,
+            check=_died(0, "SIGKILL", -9),
+        ),
+        id="submit-sigkill",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.imap(
+                tasks.sigkill_on, (x for x in range(20)), return_exceptions=rx
+            ),
+            error=corepool.WorkerDied,
+            match=_DIED + r"got SIGKILL in task 7 of imap\(sigkill_on\)\. Likely out of memory",
+            expected=_TWENTY,
+            bad=7,
+            yielded=list(range(7)),
+            check=_died(7, "SIGKILL", -9),
+        ),
+        id="imap-sigkill",
+    ),
+    pytest.param(
+        # chunksize=4 makes the failing pull (items 8..11) straddle the end of
+        # the input, as an adaptive chunk size usually does too.
+        Fault(
+            call=lambda pool, rx: pool.imap(
+                tasks.square, fault_tasks.numbers_then_fail(10), chunksize=4, return_exceptions=rx
+            ),
+            error=RuntimeError,
+            match=r"^the input broke after 10 items",
+            yielded=[x * x for x in range(10)],
+            check=_input_broke,
+        ),
+        id="input-iterable-raises",
+    ),
+]
+
+
+def _consume(results: Iterable[Any], into: list[Any]) -> None:
+    """Iterate ``results`` into ``into``, keeping what came before an exception."""
+    for value in results:
+        into.append(value)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault(fault: Fault, start_method: str) -> None:
+    with corepool.Pool(2, start_method=start_method, **fault.pool) as pool:
+        got: list[Any] = []
+        with pytest.raises(fault.error, match=fault.match) as raised:
+            _consume(fault.call(pool, False), got)
+        assert got == list(fault.yielded)
+        fault.check(raised.value)
+
+        if fault.bad is None:
+            # The call raises whatever return_exceptions says, and promptly.
+            again: list[Any] = []
+            started = time.monotonic()
+            with pytest.raises(fault.error, match=fault.match) as raised_again:
+                _consume(fault.call(pool, True), again)
+            assert time.monotonic() - started < PROMPT_S
+            assert again == list(fault.yielded)
+            fault.check(raised_again.value)
+        else:
+            # The bad task's slot holds its error; every neighbour's result is there.
+            results = list(fault.call(pool, True))
+            assert len(results) == len(fault.expected)
+            error = results[fault.bad]
+            assert isinstance(error, fault.error), f"slot {fault.bad} holds {error!r}"
+            assert re.search(fault.match, str(error)), str(error)
+            fault.check(error)
+            wrong = {
+                index: value
+                for index, (value, want) in enumerate(zip(results, fault.expected, strict=True))
+                if index != fault.bad and value != want
+            }
+            assert not wrong, f"neighbours of task {fault.bad} came back wrong: {wrong}"
+
+        if fault.usable_after:
+            assert pool.map(tasks.square, range(50)) == [x * x for x in range(50)]

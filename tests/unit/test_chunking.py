@@ -1,0 +1,52 @@
+"""The adaptive chunker, without processes."""
+
+from __future__ import annotations
+
+from corepool._chunking import TARGET_CHUNK_SECONDS, Chunker
+
+
+def test_explicit_chunksize_wins() -> None:
+    chunker = Chunker(workers=2, total=1000, chunksize=7)
+    chunker.observe(7, 10.0)
+    assert chunker.next_size(0) == 7
+    assert chunker.next_size(998) == 7
+
+
+def test_starts_with_one_task_until_timed() -> None:
+    assert Chunker(workers=4, total=None, chunksize=None).next_size(0) == 1
+
+
+def test_aims_at_the_target_duration() -> None:
+    chunker = Chunker(workers=2, total=None, chunksize=None)
+    for _ in range(10):  # let the growth cap open up
+        chunker.observe(chunker.next_size(0), chunker.next_size(0) * 1e-4)
+    assert chunker.seconds_per_task is not None
+    assert abs(chunker.seconds_per_task - 1e-4) < 1e-12
+    assert chunker.next_size(0) == round(TARGET_CHUNK_SECONDS / 1e-4)
+
+
+def test_growth_is_capped_after_one_noisy_timing() -> None:
+    chunker = Chunker(workers=2, total=None, chunksize=None)
+    chunker.observe(1, 1e-9)  # one tiny task says little
+    assert chunker.next_size(0) == 8
+
+
+def test_slow_tasks_go_one_at_a_time() -> None:
+    chunker = Chunker(workers=2, total=None, chunksize=None)
+    chunker.observe(1, 2.0)
+    assert chunker.next_size(0) == 1
+
+
+def test_shrinks_near_the_end_of_a_sized_input() -> None:
+    chunker = Chunker(workers=2, total=10_000, chunksize=None)
+    for _ in range(10):
+        chunker.observe(1000, 1000 * 1e-6)
+    assert chunker.next_size(0) == 2500  # 10_000 left / (2 chunks x 2 workers)
+    assert chunker.next_size(9_960) == 10
+    assert chunker.next_size(9_999) == 1
+
+
+def test_zero_time_uses_the_growth_cap() -> None:
+    chunker = Chunker(workers=1, total=None, chunksize=None)
+    chunker.observe(4, 0.0)
+    assert chunker.next_size(0) == 32

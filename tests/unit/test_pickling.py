@@ -1,0 +1,64 @@
+"""Pickling rules, without processes: plain pickle when it works, cloudpickle when needed."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import pytest
+
+from corepool._protocol import ErrorSite
+from corepool._transport.pickling import dumps, dumps_function, loads, remote_error
+
+
+class NeedsArgs(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def test_plain_data_uses_plain_pickle() -> None:
+    data = dumps([1, "a", {"b": 2.0}])
+    assert data == pickle.dumps([1, "a", {"b": 2.0}], 5)
+
+
+def test_lambdas_go_by_value() -> None:
+    data = dumps(lambda x: x + 1)
+    assert loads(data)(1) == 2
+    assert loads(dumps_function(lambda x: x * 3))(2) == 6
+
+
+def test_unpicklable_raises() -> None:
+    with pytest.raises(TypeError):
+        dumps(threading.Lock())
+
+
+def test_remote_error_keeps_a_picklable_exception() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError as exc:
+        error = remote_error(exc)
+    assert error.site is ErrorSite.TASK
+    assert error.type_name == "ValueError" and error.message == "boom"
+    assert "raise ValueError" in error.traceback_text
+    assert error.exception is not None and error.problem == ""
+    assert str(loads(error.exception)) == "boom"
+
+
+def test_remote_error_of_an_exception_that_will_not_unpickle() -> None:
+    try:
+        raise NeedsArgs(1, 2)
+    except NeedsArgs as exc:
+        error = remote_error(exc)
+    assert error.exception is None
+    assert error.type_name.endswith("NeedsArgs")
+    assert error.problem.startswith("it pickles but will not unpickle: TypeError:")
+    assert "missing 1 required positional argument: 'b'" in error.problem
+
+
+def test_remote_error_of_an_exception_that_will_not_pickle() -> None:
+    try:
+        raise ValueError(threading.Lock())
+    except ValueError as exc:
+        error = remote_error(exc)
+    assert error.exception is None
+    assert error.problem.startswith("it will not pickle: TypeError: cannot pickle")
