@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
 import importlib
+import importlib.metadata
 import math
 import multiprocessing
+import os
 import platform
 import random
 import signal
@@ -69,20 +72,30 @@ def spin(n: int) -> int:
 
 
 def calibrate_spin(target_s: float) -> int:
-    """The ``n`` for which ``spin(n)`` takes about ``target_s`` here."""
+    """The ``n`` for which ``spin(n)`` takes about ``target_s`` here.
+
+    A first guess from one long call, then two corrections from the best of
+    several batches of calls at the guessed size (the best, because another
+    process may steal the core for a moment).
+    """
     n = 1_000
-    while True:
-        best = min(_timed(spin, n) for _ in range(5))
-        if best >= 0.02:
-            break
+    while _best_mean(n, calls=1) < 0.02:
         n *= 2
-    return max(1, round(target_s * n / best))
+    n = max(1, round(target_s * n / _best_mean(n, calls=1)))
+    for _ in range(2):
+        calls = max(1, round(0.02 / target_s))
+        n = max(1, round(n * target_s / _best_mean(n, calls)))
+    return n
 
 
-def _timed(fn: Fn, arg: int) -> float:
-    start = time.perf_counter()
-    fn(arg)
-    return time.perf_counter() - start
+def _best_mean(n: int, calls: int, batches: int = 7) -> float:
+    best = math.inf
+    for _ in range(batches):
+        start = time.perf_counter()
+        for _ in range(calls):
+            spin(n)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
 
 
 def spin_expected(items: Sequence[int]) -> list[int]:
@@ -327,15 +340,15 @@ def _corepool_method() -> str:
 
 
 def _loky_method() -> str:
-    from loky.backend.context import get_start_method
+    from loky.backend.context import get_context
 
-    return str(get_start_method())
+    return str(get_context().get_start_method())
 
 
 def _joblib_method() -> str:
-    from joblib.externals.loky.backend.context import get_start_method
+    from joblib.externals.loky.backend.context import get_context
 
-    return str(get_start_method())
+    return str(get_context().get_start_method())
 
 
 def _mpire_method() -> str:
@@ -477,28 +490,35 @@ def run_rounds(
     return [results[c.name] for c in contenders]
 
 
-def open_runner(contender: Contender) -> Runner:
+# Pools whose run failed: kept alive, since the finalizer of a stuck pool may
+# block; if any, the script ends with os._exit instead of waiting for them.
+_ABANDONED: list[Runner] = []
+
+
+@contextlib.contextmanager
+def opened(contender: Contender) -> Iterator[Runner]:
+    """An opened pool: closed after a good run, terminated (and kept) after a failure."""
     assert contender.open is not None
-    return contender.open()
+    runner = contender.open()
+    try:
+        yield runner
+        runner.close()
+    except BaseException:
+        _ABANDONED.append(runner)
+        with contextlib.suppress(Exception), deadline(30):
+            runner.terminate()
+        raise
 
 
 def time_map(contender: Contender, fn: Fn, items: list[int], expected: list[int]) -> float:
     """Open, warm up, time one ``map`` of ``items``, close; check the results."""
-    runner = open_runner(contender)
-    ok = False
-    try:
+    with opened(contender) as runner:
         warm = runner.map(fn, items[:WARMUP_ITEMS])
         if warm != expected[:WARMUP_ITEMS]:
             raise AssertionError("wrong results in the warm-up call")
         start = time.perf_counter()
         out = runner.map(fn, items)
         elapsed = time.perf_counter() - start
-        ok = True
-    finally:
-        if ok:
-            runner.close()
-        else:
-            runner.terminate()
     if out != expected:
         raise AssertionError("wrong results")
     return elapsed
@@ -506,9 +526,7 @@ def time_map(contender: Contender, fn: Fn, items: list[int], expected: list[int]
 
 def time_imap(contender: Contender, n: int, rss: list[float]) -> float:
     """Open, warm up, time an ``imap`` of ``square`` over a generator; record RSS growth."""
-    runner = open_runner(contender)
-    ok = False
-    try:
+    with opened(contender) as runner:
         warm = list(runner.imap(square, (i for i in range(WARMUP_ITEMS))))
         if warm != [square(i) for i in range(WARMUP_ITEMS)]:
             raise AssertionError("wrong results in the warm-up call")
@@ -520,12 +538,6 @@ def time_imap(contender: Contender, n: int, rss: list[float]) -> float:
             elapsed = time.perf_counter() - start
         finally:
             peak = sampler.stop()
-        ok = True
-    finally:
-        if ok:
-            runner.close()
-        else:
-            runner.terminate()
     if list(last) != [square(n - 1)]:
         raise AssertionError(f"wrong last result {list(last)}")
     rss.append(peak)
@@ -692,8 +704,8 @@ def print_environment() -> None:
     versions = []
     for name in ("corepool", *PEERS):
         try:
-            module = importlib.import_module(name)
-            versions.append(f"{name} {getattr(module, '__version__', '?')}")
+            importlib.import_module(name)
+            versions.append(f"{name} {importlib.metadata.version(name)}")
         except Exception as exc:
             versions.append(f"{name} unavailable ({type(exc).__name__})")
     print("; ".join(versions))
@@ -745,6 +757,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for line in summary:
         print(line)
     sys.stdout.flush()
+    if _ABANDONED:
+        print(f"\n{len(_ABANDONED)} pool(s) failed and were abandoned; exiting without them.")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 if __name__ == "__main__":

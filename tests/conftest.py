@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -52,10 +53,8 @@ def no_leaks() -> Iterator[None]:
             break
         time.sleep(0.05)
     for pid in leaked:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
     assert not leaked, f"the test left child processes running: {sorted(leaked)}"
     assert not segments, f"the test left shared-memory segments: {sorted(segments)}"
 

@@ -14,6 +14,7 @@ parent closes the socket (or dies).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import select
@@ -48,11 +49,11 @@ def serve(ctrl_fd: int) -> None:
     ctrl.sendall(b"R")
     status_pipes: dict[int, int] = {}
     while True:
-        readable, _, _ = select.select([ctrl, wake_r], [], [])
+        readable, _, _ = select.select([ctrl.fileno(), wake_r], [], [])
         if wake_r in readable:
             os.read(wake_r, 4096)
             _reap(status_pipes)
-        if ctrl in readable:
+        if ctrl.fileno() in readable:
             message, fds, _, _ = socket.recv_fds(ctrl, 1, 3)
             if not message:
                 return  # the parent closed the socket or died
@@ -86,10 +87,8 @@ def _reap(status_pipes: dict[int, int]) -> None:
             return
         fd = status_pipes.pop(pid, None)
         if fd is not None:
-            try:
+            with contextlib.suppress(OSError):  # the parent may no longer listen
                 os.write(fd, EXIT_STATUS.pack(os.waitstatus_to_exitcode(status)))
-            except OSError:
-                pass  # the parent no longer listens for this worker
             os.close(fd)
 
 

@@ -54,7 +54,7 @@ class RunChunk(NamedTuple):
     """Run ``fn`` on each of ``items`` and answer with one ``ChunkDone``."""
 
     chunk_id: int
-    count: int  # how many tasks ``items`` holds
+    tasks: int  # how many tasks ``items`` holds
     fn_id: int
     fn: bytes | None  # the pickled function, sent once per worker and function
     mode: CallMode

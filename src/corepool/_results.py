@@ -105,14 +105,13 @@ class ResultStream:
         try:
             values: list[Any] = loads(delivery.payload)
         except Exception as exc:
-            error = SerializationError(
+            failure = SerializationError(
                 f"the results of tasks {indices[0]}..{indices[-1]} of {self._name} could not "
                 f"be unpickled in the parent: {qualified_type_name(exc)}: {exc}. Return "
                 "types that the parent can import and rebuild.",
                 type_name=qualified_type_name(exc),
             )
-            error.__cause__ = exc
-            raise error from exc
+            raise failure from exc
         raised: Run | None = None
         if delivery.errors:
             if self._return_exceptions:

@@ -27,6 +27,7 @@ scheduler stays free to keep workers busy.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import itertools
 import logging
@@ -185,10 +186,9 @@ class Scheduler:
         self.wake()
 
     def wake(self) -> None:
-        try:
+        # A full pipe means the scheduler is awake already; a closed one that it stopped.
+        with contextlib.suppress(OSError):
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # full: the scheduler is awake already; closed: it has stopped
 
     def close(self) -> None:
         """Finish every queued job, then stop the workers; idempotent."""
@@ -299,9 +299,9 @@ class Scheduler:
                     job.requeued.appendleft(self._split(chunk, budget))
                 return chunk
             if not job.exhausted and self._may_pull(job):
-                chunk = self._pull(job, budget)
-                if chunk is not None:
-                    return chunk
+                pulled = self._pull(job, budget)
+                if pulled is not None:
+                    return pulled
         return None
 
     def _may_pull(self, job: Job) -> bool:

@@ -16,6 +16,7 @@ can wait on it beside the connections.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import select
@@ -127,10 +128,8 @@ class WorkerProcess:
         """Send ``signum`` unless the process is known to have ended (its pid may be reused)."""
         if self._ended:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def close(self) -> None:
         """Release the parent's handles; the process itself is not touched."""
@@ -172,10 +171,8 @@ def _fork(
     if pid == 0:
         parent_sock.close()
         for fd in _parent_only_fds:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         _worker.serve_and_exit(child_sock.detach(), board_fd)
     child_sock.close()
 

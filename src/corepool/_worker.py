@@ -115,7 +115,7 @@ def _run_chunk(
     status: memoryview,
     started: float,
 ) -> bytes:
-    count = message.count
+    count = message.tasks
     try:
         fn = functions.get(message.fn_id)
         if fn is None:

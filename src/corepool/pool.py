@@ -113,7 +113,7 @@ class Pool(Executor):
         name = _describe(call, fn)
         if mode is None:
             mode = CallMode.ITEM if len(iterables) == 1 else CallMode.STAR
-        source = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables)
+        source = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables, strict=False)
         stream = ResultStream(
             name=name,
             return_exceptions=options.return_exceptions,

@@ -20,7 +20,7 @@ class ProgressBar:
     """
 
     def __init__(self, description: str, total: int | None) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # noqa: PLC0415  # only when a bar is asked for
 
         self._bar: Any = tqdm(total=total, desc=description, unit="task", dynamic_ncols=True)
 

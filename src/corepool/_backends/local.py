@@ -9,6 +9,7 @@ names the task it was running, read from the status board.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import selectors
 import signal
@@ -275,17 +276,13 @@ class LocalBackend:
 
 def _send_quietly(process: WorkerProcess, payload: bytes) -> None:
     """Queue a message; a dead worker is noticed by ``wait``, not here."""
-    try:
+    with contextlib.suppress(OSError):
         process.conn.send(payload)
-    except OSError:
-        pass
 
 
 def _flush_quietly(process: WorkerProcess) -> None:
-    try:
+    with contextlib.suppress(OSError):
         process.conn.flush()
-    except OSError:
-        pass
 
 
 def _stop_all(processes: list[WorkerProcess], grace_s: float, signum: int | None = None) -> None:
