@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import gc
 import importlib
 import importlib.metadata
@@ -635,7 +636,7 @@ def map_case(
     results = run_rounds(cfg, everyone, lambda c: time_map(c, fn, items, expected))
     serial, *pools = results
     if serial.times:
-        title += f"; serial mean {serial.median / len(items) * 1e6:.1f} us/item"
+        title += f"; serial mean {serial.median / len(items) * 1e6:.3g} us/item"
     return report(title, pools, serial=serial, efficiency=efficiency)
 
 
@@ -673,7 +674,11 @@ def case_d(cfg: Config, spin_100us: int) -> str:
 
 
 def case_e(cfg: Config) -> str:
-    contenders = [c for c in CONTENDERS if c.once is not None]
+    contenders = [
+        dataclasses.replace(c, name=c.name.removesuffix(".map"))
+        for c in CONTENDERS
+        if c.once is not None
+    ]
     results = run_rounds(cfg, contenders, time_once)
     title = (
         "(e) open a pool, run one trivial task, close it "

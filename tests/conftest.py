@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -35,8 +36,24 @@ def _children() -> set[int]:
     return found
 
 
+_FOREIGN_PID = re.compile(r"-(\d+)-")
+
+
 def _segments() -> set[str]:
-    return {p.name for p in SHM.iterdir()} if SHM.is_dir() else set()
+    """Names in /dev/shm, less those that name another process tree as creator.
+
+    Some libraries put their creator's pid in the name (``sem.loky-1234-...``):
+    a benchmark running beside the tests must not fail them.
+    """
+    if not SHM.is_dir():
+        return set()
+    ours = {os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))}
+    names = set()
+    for path in SHM.iterdir():
+        match = _FOREIGN_PID.search(path.name)
+        if match is None or int(match.group(1)) in ours:
+            names.add(path.name)
+    return names
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["TARGET_CHUNK_SECONDS", "Chunker"]
+__all__ = ["MIN_CHUNK_SECONDS", "TARGET_CHUNK_SECONDS", "Chunker"]
 
 TARGET_CHUNK_SECONDS = 0.02
+# Near the end, chunks shrink, but not below this much work: a round trip to
+# a worker costs a few hundred microseconds.
+MIN_CHUNK_SECONDS = 0.002
+# Tasks shorter than this share one status write (see _worker._call_in_strides).
+STRIDE_SECONDS = 2e-6
+MAX_STRIDE = 256
 # One fast task says little about the next thousand: let the size grow by at
 # most this factor per measured chunk, so a noisy first timing cannot produce
 # one giant chunk.
@@ -73,5 +79,16 @@ class Chunker:
             # two chunks (one running, one queued), so a chunk of
             # remaining / (2 * workers) leaves no long tail.
             remaining = self.total - pulled
-            size = min(size, max(1, math.ceil(remaining / (2 * self.workers))))
+            share = math.ceil(remaining / (2 * self.workers))
+            floor = 1 if per_task is None or per_task <= 0 else int(MIN_CHUNK_SECONDS / per_task)
+            size = min(size, max(1, share, floor))
         return size
+
+    def stride(self) -> int:
+        """How many tasks may share one status write: 1 unless tasks take under 2 µs."""
+        per_task = self.seconds_per_task
+        if per_task is None:
+            return 1
+        if per_task <= 0.0:
+            return MAX_STRIDE
+        return max(1, min(MAX_STRIDE, int(STRIDE_SECONDS / per_task)))

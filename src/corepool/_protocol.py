@@ -55,6 +55,7 @@ class RunChunk(NamedTuple):
 
     chunk_id: int
     tasks: int  # how many tasks ``items`` holds
+    stride: int  # the status slot is written every `stride` tasks (see _worker)
     fn_id: int
     fn: bytes | None  # the pickled function, sent once per worker and function
     mode: CallMode

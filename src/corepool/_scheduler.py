@@ -347,7 +347,13 @@ class Scheduler:
             self._finish_if_done(job)
             return None
         return Chunk(
-            next(self._chunk_ids), job.id, job.fn, job.mode, range(start, job.pulled), items
+            next(self._chunk_ids),
+            job.id,
+            job.fn,
+            job.mode,
+            range(start, job.pulled),
+            items,
+            job.chunker.stride(),
         )
 
     def _split(self, chunk: Chunk, size: int) -> Chunk:
@@ -359,6 +365,7 @@ class Scheduler:
             chunk.mode,
             chunk.indices[size:],
             chunk.items[size:],
+            chunk.stride,
         )
         chunk.indices = chunk.indices[:size]
         chunk.items = chunk.items[:size]
@@ -438,7 +445,7 @@ class Scheduler:
             # One bad argument spoils the whole chunk's decoding: run each task
             # alone to learn which one it was.
             for position in reversed(range(len(chunk))):
-                job.requeued.appendleft(self._single(chunk, position))
+                job.requeued.appendleft(self._subset(chunk, [position]))
         elif not job.cancelled:
             errors = None
             if event.errors:
@@ -449,14 +456,16 @@ class Scheduler:
             job.sink.deliver(Delivery(chunk.indices, payload=event.payload, errors=errors))
         self._finish_if_done(job)
 
-    def _single(self, chunk: Chunk, position: int) -> Chunk:
+    def _subset(self, chunk: Chunk, positions: Sequence[int]) -> Chunk:
+        """A new chunk of the tasks of ``chunk`` at ``positions``."""
         return Chunk(
             next(self._chunk_ids),
             chunk.job_id,
             chunk.fn,
             chunk.mode,
-            (chunk.indices[position],),
-            [chunk.items[position]],
+            [chunk.indices[p] for p in positions],
+            [chunk.items[p] for p in positions],
+            chunk.stride,
         )
 
     def _lost(self, event: WorkerLost) -> None:
@@ -476,6 +485,16 @@ class Scheduler:
         if position is None and chunk.attempts < MAX_SILENT_LOSSES:
             job.requeued.appendleft(chunk)
             return
+        if position is not None and chunk.stride > 1:
+            # The worker died somewhere in a stride of tiny tasks: run them
+            # again one by one; the one at fault will name itself.
+            suspects = range(position, min(position + chunk.stride, len(chunk)))
+            rest = [p for p in range(len(chunk)) if p not in suspects]
+            if rest:
+                job.requeued.appendleft(self._subset(chunk, rest))
+            for suspect in reversed(suspects):
+                job.requeued.appendleft(self._subset(chunk, [suspect]))
+            return
         dead = range(len(chunk)) if position is None else (position,)
         for failed in dead:
             index = chunk.indices[failed]
@@ -489,9 +508,8 @@ class Scheduler:
             )
             job.sink.deliver(Delivery((index,), failure=error))
         if position is not None and len(chunk) > 1:
-            chunk.indices = [i for p, i in enumerate(chunk.indices) if p != position]
-            chunk.items = [x for p, x in enumerate(chunk.items) if p != position]
-            job.requeued.appendleft(chunk)
+            rest = [p for p in range(len(chunk)) if p != position]
+            job.requeued.appendleft(self._subset(chunk, rest))
 
     def _initializer_failed(self, event: InitializerFailed) -> None:
         remote = event.error

@@ -7,6 +7,7 @@ a fresh interpreter). It imports only ``_protocol``, ``_transport`` and
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -127,7 +128,10 @@ def _run_chunk(
         return _encode_done(message.chunk_id, [None] * count, dict.fromkeys(range(count), error))
     decoded = time.perf_counter()
     status[STATUS_CHUNK] = message.chunk_id
-    results, errors = _RUNNERS[message.mode](fn, items, status)
+    if message.stride > 1 and message.mode is not CallMode.CALL:
+        results, errors = _call_in_strides(fn, message.mode, items, message.stride, status)
+    else:
+        results, errors = _call_each(fn, message.mode, items, status)
     status[STATUS_CHUNK] = STATUS_IDLE
     computed = time.perf_counter()
     return _encode_done(
@@ -140,20 +144,29 @@ def _run_chunk(
     )
 
 
-# One loop per call mode, so that the hot loop does no per-task dispatch. Each
-# writes the task's position to the status slot before calling, so that if
-# the task kills the process the parent knows exactly which task it was.
 Outcome = tuple[list[Any], dict[int, RemoteError] | None]
 
 
-def _run_items(fn: Callable[[Any], Any], items: list[Any], status: memoryview) -> Outcome:
+def _call_each(
+    fn: Callable[..., Any], mode: CallMode, items: list[Any], status: memoryview
+) -> Outcome:
+    """Run every task, writing its position to the status slot before each call.
+
+    If a task kills the process, the parent reads exactly which one it was.
+    One loop per call mode, so that the hot loop does no per-task dispatch.
+    """
     results: list[Any] = []
     append = results.append
     errors: dict[int, RemoteError] | None = None
     for position, item in enumerate(items):
         status[STATUS_POSITION] = position
         try:
-            append(fn(item))
+            if mode is CallMode.ITEM:
+                append(fn(item))
+            elif mode is CallMode.STAR:
+                append(fn(*item))
+            else:
+                append(fn(*item[0], **item[1]))
         except Exception as exc:
             errors = errors or {}
             errors[position] = remote_error(exc)
@@ -161,41 +174,33 @@ def _run_items(fn: Callable[[Any], Any], items: list[Any], status: memoryview) -
     return results, errors
 
 
-def _run_starred(fn: Callable[..., Any], items: list[Any], status: memoryview) -> Outcome:
+def _call_in_strides(
+    fn: Callable[..., Any], mode: CallMode, items: list[Any], stride: int, status: memoryview
+) -> Outcome:
+    """Run tasks ``stride`` at a time through C-level ``map``, writing one position per stride.
+
+    For tasks of a microsecond or less, a write per task would cost as much as
+    the task. If the process dies, the parent knows the stride it died in and
+    runs those tasks again one by one to find the one at fault.
+    """
     results: list[Any] = []
-    append = results.append
+    extend = results.extend
     errors: dict[int, RemoteError] | None = None
-    for position, args in enumerate(items):
-        status[STATUS_POSITION] = position
+    mapper = map if mode is CallMode.ITEM else itertools.starmap
+    start, count = 0, len(items)
+    while start < count:
+        status[STATUS_POSITION] = start
+        stop = min(start + stride, count)
         try:
-            append(fn(*args))
+            extend(mapper(fn, items[start:stop]))
+            start = stop
         except Exception as exc:
+            failed = len(results)  # extend() kept the results before the failure
             errors = errors or {}
-            errors[position] = remote_error(exc)
-            append(None)
+            errors[failed] = remote_error(exc)
+            results.append(None)
+            start = failed + 1
     return results, errors
-
-
-def _run_calls(fn: Callable[..., Any], items: list[Any], status: memoryview) -> Outcome:
-    results: list[Any] = []
-    append = results.append
-    errors: dict[int, RemoteError] | None = None
-    for position, (args, kwargs) in enumerate(items):
-        status[STATUS_POSITION] = position
-        try:
-            append(fn(*args, **kwargs))
-        except Exception as exc:
-            errors = errors or {}
-            errors[position] = remote_error(exc)
-            append(None)
-    return results, errors
-
-
-_RUNNERS: dict[CallMode, Callable[[Any, list[Any], memoryview], Outcome]] = {
-    CallMode.ITEM: _run_items,
-    CallMode.STAR: _run_starred,
-    CallMode.CALL: _run_calls,
-}
 
 
 def _encode_done(

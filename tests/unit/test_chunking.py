@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corepool._chunking import TARGET_CHUNK_SECONDS, Chunker
+from corepool._chunking import MIN_CHUNK_SECONDS, TARGET_CHUNK_SECONDS, Chunker
 
 
 def test_explicit_chunksize_wins() -> None:
@@ -40,10 +40,30 @@ def test_slow_tasks_go_one_at_a_time() -> None:
 def test_shrinks_near_the_end_of_a_sized_input() -> None:
     chunker = Chunker(workers=2, total=10_000, chunksize=None)
     for _ in range(10):
-        chunker.observe(1000, 1000 * 1e-6)
-    assert chunker.next_size(0) == 2500  # 10_000 left / (2 chunks x 2 workers)
-    assert chunker.next_size(9_960) == 10
-    assert chunker.next_size(9_999) == 1
+        chunker.observe(100, 100 * 1e-3)  # 1 ms a task
+    assert chunker.next_size(0) == 20  # 20 ms of work
+    assert chunker.next_size(9_960) == 10  # 40 left / (2 chunks x 2 workers)
+    assert chunker.next_size(9_999) == 2  # never below 2 ms of work
+
+
+def test_tail_chunks_keep_a_minimum_of_work() -> None:
+    chunker = Chunker(workers=2, total=1_000_000, chunksize=None)
+    for _ in range(10):
+        chunker.observe(10_000, 10_000 * 1e-7)  # 0.1 us a task
+    assert chunker.next_size(999_000) == int(MIN_CHUNK_SECONDS / 1e-7)
+
+
+def test_stride_grows_for_tiny_tasks_only() -> None:
+    chunker = Chunker(workers=2, total=None, chunksize=None)
+    assert chunker.stride() == 1  # nothing measured yet
+    chunker.observe(1000, 1000 * 1e-7)
+    assert chunker.stride() == 20
+    slow = Chunker(workers=2, total=None, chunksize=None)
+    slow.observe(10, 10 * 1e-5)
+    assert slow.stride() == 1
+    fixed = Chunker(workers=2, total=None, chunksize=100)
+    fixed.observe(100, 100 * 1e-8)
+    assert fixed.stride() == 200
 
 
 def test_zero_time_uses_the_growth_cap() -> None:

@@ -23,7 +23,17 @@ __all__ = [
 class Chunk:
     """Tasks of one job sent to one worker together."""
 
-    __slots__ = ("attempts", "fn", "id", "indices", "items", "job_id", "mode", "worker_id")
+    __slots__ = (
+        "attempts",
+        "fn",
+        "id",
+        "indices",
+        "items",
+        "job_id",
+        "mode",
+        "stride",
+        "worker_id",
+    )
 
     def __init__(
         self,
@@ -33,6 +43,7 @@ class Chunk:
         mode: CallMode,
         indices: Sequence[int],
         items: list[Any],
+        stride: int = 1,
     ) -> None:
         self.id = chunk_id
         self.job_id = job_id
@@ -40,6 +51,7 @@ class Chunk:
         self.mode = mode
         self.indices = indices  # each task's index in its job's input
         self.items = items
+        self.stride = stride  # tasks per status write: 1 means every task is tracked
         self.worker_id = -1
         self.attempts = 0  # how many times a worker died holding it
 
@@ -63,7 +75,7 @@ class WorkerLost(NamedTuple):
     pid: int
     exitcode: int | None
     chunks: list[Chunk]
-    position: int | None  # the running task's position in chunks[0], if one was running
+    position: int | None  # the running task's (or stride's) position in chunks[0], if any
 
 
 class InitializerFailed(NamedTuple):

@@ -124,6 +124,7 @@ class LocalBackend:
         message = RunChunk(
             chunk.id,
             len(chunk),
+            chunk.stride,
             fn_id,
             fn_payload if first_time else None,
             chunk.mode,
