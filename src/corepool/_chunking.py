@@ -20,8 +20,9 @@ TARGET_CHUNK_SECONDS = 0.02
 # Near the end, chunks shrink, but not below this much work: a round trip to
 # a worker costs a few hundred microseconds.
 MIN_CHUNK_SECONDS = 0.002
-# Tasks shorter than this share one status write (see _worker._call_in_strides).
-STRIDE_SECONDS = 2e-6
+# A stride of tasks sharing one status write lasts about this long (see
+# _worker._call_in_strides): tasks of 10 us and more are tracked one by one.
+STRIDE_SECONDS = 20e-6
 MAX_STRIDE = 256
 # One fast task says little about the next thousand: let the size grow by at
 # most this factor per measured chunk, so a noisy first timing cannot produce
@@ -85,7 +86,7 @@ class Chunker:
         return size
 
     def stride(self) -> int:
-        """How many tasks may share one status write: 1 unless tasks take under 2 µs."""
+        """How many tasks may share one status write: 1 unless tasks take under 10 µs."""
         per_task = self.seconds_per_task
         if per_task is None:
             return 1

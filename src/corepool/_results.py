@@ -7,11 +7,12 @@ Imports ``_scheduler`` (for ``Delivery`` and ``Job``) and ``progress``.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 from corepool._scheduler import Delivery, Job, Scheduler
 from corepool._transport.pickling import loads, qualified_type_name
@@ -153,10 +154,14 @@ class ResultStream:
 
     def collect_unordered(self) -> list[Any]:
         """Every result, in the order they finished: ``map(ordered=False)``."""
-        return list(self.unordered())
+        return list(itertools.chain.from_iterable(self.unordered()))
 
-    def ordered(self) -> Iterator[Any]:
-        """Results in input order, as soon as each is next in line: ``imap``."""
+    def ordered(self) -> Iterator[list[Any]]:
+        """Runs of results in input order, each as soon as it is next in line: ``imap``.
+
+        Runs, not single results: ``ResultIterator`` flattens them in C, so a
+        consumer pays no Python call per result.
+        """
         waiting: dict[int, tuple[list[Any], BaseException | None]] = {}
         next_index = 0
         total: int | None = None
@@ -167,7 +172,7 @@ class ResultStream:
                     if error is not None:
                         raise error
                     self._consumed(len(values))
-                    yield from values
+                    yield values
                     next_index += len(values)
                 if total is not None and next_index >= total:
                     return
@@ -181,8 +186,8 @@ class ResultStream:
         finally:
             self._close()
 
-    def unordered(self) -> Iterator[Any]:
-        """Results as they finish: ``imap_unordered``."""
+    def unordered(self) -> Iterator[list[Any]]:
+        """Runs of results as they finish: ``imap_unordered``."""
         try:
             while True:
                 delivery = self._take()
@@ -193,7 +198,7 @@ class ResultStream:
                     if error is not None:
                         raise error
                     self._consumed(len(values))
-                    yield from values
+                    yield values
         finally:
             self._close()
 
@@ -208,22 +213,27 @@ class ResultStream:
             self._scheduler.cancel(self._job)
 
 
-class ResultIterator(Iterator[Any]):
-    """The iterator that ``imap`` returns; dropping it cancels the rest of the job."""
+class ResultIterator(itertools.chain):  # type: ignore[type-arg]
+    """The iterator that ``imap`` returns; dropping it cancels the rest of the job.
 
-    def __init__(self, stream: ResultStream, results: Iterator[Any]) -> None:
-        self._stream = stream
-        self._results = results
+    A ``chain`` over the runs of results that the stream yields, so that each
+    ``next()`` is a C call, not a Python one.
+    """
 
-    def __iter__(self) -> ResultIterator:
-        return self
+    _stream: ResultStream
+    _runs: Iterator[list[Any]]
 
-    def __next__(self) -> Any:
-        return next(self._results)
+    @classmethod
+    def over(cls, stream: ResultStream, runs: Iterator[list[Any]]) -> ResultIterator:
+        # from_iterable is a classmethod: at run time it builds a ``cls``.
+        iterator = cast(ResultIterator, cls.from_iterable(runs))
+        iterator._stream = stream
+        iterator._runs = runs
+        return iterator
 
     def close(self) -> None:
         """Stop early: the tasks not yet started are dropped."""
-        close = getattr(self._results, "close", None)
+        close = getattr(self._runs, "close", None)
         if close is not None:
             close()
         self._stream._close()

@@ -153,25 +153,46 @@ def _call_each(
     """Run every task, writing its position to the status slot before each call.
 
     If a task kills the process, the parent reads exactly which one it was.
-    One loop per call mode, so that the hot loop does no per-task dispatch.
     """
     results: list[Any] = []
     append = results.append
     errors: dict[int, RemoteError] | None = None
-    for position, item in enumerate(items):
-        status[STATUS_POSITION] = position
-        try:
-            if mode is CallMode.ITEM:
+    # One loop per call mode, so that the hot loop does no per-task dispatch.
+    if mode is CallMode.ITEM:
+        for position, item in enumerate(items):
+            status[STATUS_POSITION] = position
+            try:
                 append(fn(item))
-            elif mode is CallMode.STAR:
-                append(fn(*item))
-            else:
-                append(fn(*item[0], **item[1]))
-        except Exception as exc:
-            errors = errors or {}
-            errors[position] = remote_error(exc)
-            append(None)
+            except Exception as exc:
+                errors = _record(errors, position, exc, append)
+    elif mode is CallMode.STAR:
+        for position, args in enumerate(items):
+            status[STATUS_POSITION] = position
+            try:
+                append(fn(*args))
+            except Exception as exc:
+                errors = _record(errors, position, exc, append)
+    else:
+        for position, (args, kwargs) in enumerate(items):
+            status[STATUS_POSITION] = position
+            try:
+                append(fn(*args, **kwargs))
+            except Exception as exc:
+                errors = _record(errors, position, exc, append)
     return results, errors
+
+
+def _record(
+    errors: dict[int, RemoteError] | None,
+    position: int,
+    exc: Exception,
+    append: Callable[[Any], None],
+) -> dict[int, RemoteError]:
+    """Keep a task's exception for the parent; its result slot holds None."""
+    errors = errors or {}
+    errors[position] = remote_error(exc)
+    append(None)
+    return errors
 
 
 def _call_in_strides(
@@ -196,9 +217,7 @@ def _call_in_strides(
             start = stop
         except Exception as exc:
             failed = len(results)  # extend() kept the results before the failure
-            errors = errors or {}
-            errors[failed] = remote_error(exc)
-            results.append(None)
+            errors = _record(errors, failed, exc, results.append)
             start = failed + 1
     return results, errors
 

@@ -228,7 +228,7 @@ class Pool(Executor):
             timeout=timeout,
         )
         stream = self._stream("imap", fn, iterables, options, lazy=True)
-        return ResultIterator(stream, stream.ordered())
+        return ResultIterator.over(stream, stream.ordered())
 
     def imap_unordered(
         self,
@@ -248,7 +248,7 @@ class Pool(Executor):
             timeout=timeout,
         )
         stream = self._stream("imap_unordered", fn, iterables, options, lazy=True)
-        return ResultIterator(stream, stream.unordered())
+        return ResultIterator.over(stream, stream.unordered())
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future``.

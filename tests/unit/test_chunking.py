@@ -50,20 +50,20 @@ def test_tail_chunks_keep_a_minimum_of_work() -> None:
     chunker = Chunker(workers=2, total=1_000_000, chunksize=None)
     for _ in range(10):
         chunker.observe(10_000, 10_000 * 1e-7)  # 0.1 us a task
-    assert chunker.next_size(999_000) == int(MIN_CHUNK_SECONDS / 1e-7)
+    assert abs(chunker.next_size(999_000) - MIN_CHUNK_SECONDS / 1e-7) <= 1
 
 
 def test_stride_grows_for_tiny_tasks_only() -> None:
     chunker = Chunker(workers=2, total=None, chunksize=None)
     assert chunker.stride() == 1  # nothing measured yet
     chunker.observe(1000, 1000 * 1e-7)
-    assert chunker.stride() == 20
+    assert chunker.stride() == 200
     slow = Chunker(workers=2, total=None, chunksize=None)
-    slow.observe(10, 10 * 1e-5)
+    slow.observe(10, 10 * 2e-5)
     assert slow.stride() == 1
     fixed = Chunker(workers=2, total=None, chunksize=100)
     fixed.observe(100, 100 * 1e-8)
-    assert fixed.stride() == 200
+    assert fixed.stride() == 256
 
 
 def test_zero_time_uses_the_growth_cap() -> None:
