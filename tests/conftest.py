@@ -24,8 +24,13 @@ LEAK_GRACE_S = 5.0
 
 
 def _children() -> set[int]:
-    """Our live descendants, less the fork servers (they live as long as this process)."""
-    keep = set(_spawn.forkserver_pids())
+    """Our live descendants, less the fork servers and parked workers.
+
+    Fork servers live as long as this process; parked workers wait a few
+    seconds to serve the next pool (tests/pool/test_parking.py checks that
+    they go away by themselves).
+    """
+    keep = set(_spawn.forkserver_pids()) | set(_spawn.parked_pids())
     found = set()
     for child in psutil.Process().children(recursive=True):
         try:

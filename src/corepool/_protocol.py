@@ -19,6 +19,7 @@ __all__ = [
     "ChunkDone",
     "ErrorSite",
     "InitFailed",
+    "Park",
     "Ready",
     "RemoteError",
     "RunChunk",
@@ -43,9 +44,10 @@ class CallMode(enum.IntEnum):
 
 
 class WorkerConfig(NamedTuple):
-    """The first message a new worker receives."""
+    """The first message a new worker receives, and the one that adopts a parked worker."""
 
     worker_id: int
+    slot: int  # the worker's slot on the status board, for life
     sys_path: list[str]
     initializer: bytes | None  # a pickled (callable, args) pair
 
@@ -65,6 +67,16 @@ class RunChunk(NamedTuple):
 
 class Stop(NamedTuple):
     """Finish: the worker exits its loop and the process ends with code 0."""
+
+
+class Park(NamedTuple):
+    """The pool is closing: forget its functions and state, and wait to be adopted.
+
+    A parked worker that receives no ``WorkerConfig`` within ``timeout_s``
+    exits by itself.
+    """
+
+    timeout_s: float
 
 
 class ErrorSite(enum.IntEnum):

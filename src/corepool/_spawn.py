@@ -32,9 +32,19 @@ from pathlib import Path
 from corepool import _forkserver, _worker
 from corepool._transport.channel import Channel
 from corepool._transport.pickling import dumps
+from corepool._transport.status import shared_board
 from corepool.options import StartMethod
 
-__all__ = ["ForkServer", "WorkerProcess", "forkserver_pids", "start_worker"]
+__all__ = [
+    "PARK_SECONDS",
+    "ForkServer",
+    "WorkerProcess",
+    "adopt",
+    "forkserver_pids",
+    "park",
+    "parked_pids",
+    "start_worker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +87,8 @@ class WorkerProcess:
         self._status_fd = status_fd  # forkserver: the server writes the exit status here
         self._exitcode: int | None = None
         self._ended = False
+        self.slot = -1  # its slot on the status board, set by the backend
+        self.parked_at = 0.0
         _parent_only_fds.add(conn.fileno())
 
     def wait_objects(self) -> list[object]:
@@ -131,10 +143,15 @@ class WorkerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signum)
 
+    def hang_up(self) -> None:
+        """Close the connection: a waiting worker sees EOF and exits."""
+        if not self.conn.closed:
+            _parent_only_fds.discard(self.conn.fileno())
+            self.conn.close()
+
     def close(self) -> None:
-        """Release the parent's handles; the process itself is not touched."""
-        _parent_only_fds.discard(self.conn.fileno())
-        self.conn.close()
+        """Release the parent's handles; the process itself is not touched. Idempotent."""
+        self.hang_up()
         for fd in (self.sentinel, self._status_fd):
             if fd is not None:
                 os.close(fd)
@@ -279,6 +296,64 @@ def forkserver_pids() -> list[int]:
     """Pids of the fork servers this process runs; they live until it exits."""
     with _forkservers_lock:
         return [server.pid for server in _forkservers.values()]
+
+
+# -- parked workers -------------------------------------------------------------
+#
+# A pool that closes hands its idle workers here instead of stopping them; the
+# next pool started the same way adopts them, so that opening a pool right
+# after closing one costs no process start. A parked worker that nobody adopts
+# within PARK_SECONDS exits by itself (it waits with that timeout); the parent
+# forgets it a little earlier, so that it never adopts one that is leaving.
+
+PARK_SECONDS = 10.0
+_ADOPT_WITHIN_S = PARK_SECONDS - 2.0
+
+_parked: dict[tuple[str, tuple[str, ...]], list[WorkerProcess]] = {}
+_parked_lock = threading.Lock()
+
+
+def park(key: tuple[str, tuple[str, ...]], process: WorkerProcess) -> None:
+    """Keep an idle worker (already sent ``Park``) for the next pool with the same key."""
+    process.parked_at = time.monotonic()
+    with _parked_lock:
+        _parked.setdefault(key, []).append(process)
+
+
+def adopt(key: tuple[str, tuple[str, ...]]) -> WorkerProcess | None:
+    """A parked worker started the same way, or ``None``; stale ones are let go."""
+    now = time.monotonic()
+    with _parked_lock:
+        waiting = _parked.get(key, [])
+        while waiting:
+            process = waiting.pop()
+            if now - process.parked_at < _ADOPT_WITHIN_S and process.is_alive():
+                return process
+            _let_go(process)
+    return None
+
+
+def _let_go(process: WorkerProcess) -> None:
+    """Hang up on a parked worker, which then exits, and reap it."""
+    process.hang_up()
+    process.exitcode(timeout=1.0)
+    process.close()
+    shared_board().release(process.slot)
+
+
+def parked_pids() -> list[int]:
+    """Pids of the workers parked for reuse; each exits within PARK_SECONDS unless adopted."""
+    with _parked_lock:
+        return [p.pid for waiting in _parked.values() for p in waiting]
+
+
+@atexit.register
+def _release_parked() -> None:
+    with _parked_lock:
+        for waiting in _parked.values():
+            for process in waiting:
+                _let_go(process)
+        _parked.clear()
 
 
 @atexit.register

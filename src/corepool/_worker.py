@@ -26,6 +26,7 @@ from corepool._protocol import (
     ChunkDone,
     ErrorSite,
     InitFailed,
+    Park,
     Ready,
     RemoteError,
     RunChunk,
@@ -72,14 +73,21 @@ def serve(conn_fd: int, board_fd: int) -> int:
 
     Args:
         conn_fd: This worker's end of its duplex connection to the parent.
-        board_fd: The file descriptor of the pool's status board.
+        board_fd: The file descriptor of the parent's status board.
     """
     conn = Connection(conn_fd)
     # Only the parent decides what Ctrl-C means: a terminal sends SIGINT to the
     # whole process group, and a worker dying of it would look like a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config: WorkerConfig = loads(conn.recv_bytes())
-    board = StatusBoard(config.worker_id + 1, fd=board_fd)
+    board = StatusBoard(config.slot + 1, fd=board_fd)
+    if not _configure(conn, config):
+        return 1
+    return _loop(conn, board.slot(config.slot))
+
+
+def _configure(conn: Connection, config: WorkerConfig) -> bool:
+    """Apply a pool's configuration and run its initializer; tell the parent how it went."""
     sys.path[:] = config.sys_path + [p for p in sys.path if p not in config.sys_path]
     if config.initializer is not None:
         try:
@@ -87,9 +95,9 @@ def serve(conn_fd: int, board_fd: int) -> int:
             initializer(*initargs)
         except BaseException as exc:
             conn.send_bytes(dumps(InitFailed(os.getpid(), remote_error(exc))))
-            return 1
+            return False
     conn.send_bytes(dumps(Ready(os.getpid())))
-    return _loop(conn, board.slot(config.worker_id))
+    return True
 
 
 def _loop(conn: Connection, status: memoryview) -> int:
@@ -101,13 +109,24 @@ def _loop(conn: Connection, status: memoryview) -> int:
             return 0  # the parent is gone: nobody is left to read results
         started = time.perf_counter()
         message = loads(data)
-        if isinstance(message, Stop):
+        if isinstance(message, RunChunk):
+            for fn_id in message.forget:
+                functions.pop(fn_id, None)
+            conn.send_bytes(_run_chunk(message, functions, status, started))
+        elif isinstance(message, Park):
+            functions.clear()
+            _state.clear()
+            try:
+                if not conn.poll(message.timeout_s):
+                    return 0  # nobody adopted this worker: end quietly
+                config = loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                return 0
+            if not (isinstance(config, WorkerConfig) and _configure(conn, config)):
+                return 1
+        else:
+            assert isinstance(message, Stop)
             return 0
-        assert isinstance(message, RunChunk)
-        for fn_id in message.forget:
-            functions.pop(fn_id, None)
-        reply = _run_chunk(message, functions, status, started)
-        conn.send_bytes(reply)
 
 
 def _run_chunk(

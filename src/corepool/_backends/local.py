@@ -21,14 +21,15 @@ from corepool._backends.base import Chunk, ChunkFinished, Event, InitializerFail
 from corepool._protocol import (
     ChunkDone,
     InitFailed,
+    Park,
     Ready,
     RunChunk,
     Stop,
     WorkerConfig,
 )
-from corepool._spawn import WorkerProcess, start_worker
+from corepool._spawn import PARK_SECONDS, WorkerProcess, adopt, park, start_worker
 from corepool._transport.pickling import dumps, dumps_function, loads
-from corepool._transport.status import StatusBoard
+from corepool._transport.status import shared_board
 from corepool.errors import PoolError
 from corepool.options import PoolOptions
 
@@ -67,7 +68,10 @@ class LocalBackend:
         self.options = options
         self._workers = options.resolved_workers
         self._method = options.resolved_start_method
-        self._board = StatusBoard(self._workers)
+        self._board = shared_board()
+        # Workers of a pool with no per-worker setup can serve the next pool.
+        self._park_key = (self._method, ())
+        self._parkable = options.initializer is None and options.max_tasks_per_worker is None
         self._slots: dict[int, _Slot] = {}
         self._retiring: list[WorkerProcess] = []
         self._functions: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
@@ -93,11 +97,16 @@ class LocalBackend:
             self._start(worker_id)
 
     def _start(self, worker_id: int) -> None:
-        process = start_worker(self._method, worker_id, self._board.fd)
-        config = WorkerConfig(worker_id, list(sys.path), self._config_initializer)
+        process = adopt(self._park_key) if self._parkable else None
+        how = "adopted"
+        if process is None:
+            process = start_worker(self._method, worker_id, self._board.fd)
+            process.slot = self._board.allocate()
+            how = "started"
+        config = WorkerConfig(worker_id, process.slot, list(sys.path), self._config_initializer)
         process.conn.send(dumps(config))
         self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
-        logger.debug("worker %d started, pid %d (%s)", worker_id, process.pid, self._method)
+        logger.debug("worker %d %s, pid %d (%s)", worker_id, how, process.pid, self._method)
 
     def free_workers(self) -> list[int]:
         free = [
@@ -227,10 +236,10 @@ class LocalBackend:
         slot = self._slots.pop(worker_id)
         process = slot.process
         exitcode = process.exitcode(timeout=1.0)
-        chunk_id, position = self._board.read(worker_id)
+        chunk_id, position = self._board.read(process.slot)
         running = bool(slot.in_flight) and slot.in_flight[0].id == chunk_id
         process.close()
-        self._board.reset(worker_id)
+        self._board.release(process.slot)
         lost = WorkerLost(
             worker_id, process.pid, exitcode, list(slot.in_flight), position if running else None
         )
@@ -257,12 +266,20 @@ class LocalBackend:
     def _reap_retired(self, process: WorkerProcess) -> None:
         process.exitcode(timeout=STOP_GRACE_S)
         process.close()
+        self._board.release(process.slot)
         self._retiring.remove(process)
 
     def shutdown(self, *, graceful: bool) -> None:
-        processes = [slot.process for slot in self._slots.values()] + self._retiring
+        processes = self._retiring
+        for slot in self._slots.values():
+            if graceful and self._parkable and slot.ready and not slot.in_flight:
+                _send_quietly(slot.process, dumps(Park(PARK_SECONDS)))
+                if not slot.process.conn.has_pending_output and slot.process.is_alive():
+                    park(self._park_key, slot.process)
+                    continue
+            processes.append(slot.process)
         self._slots.clear()
-        self._retiring.clear()
+        self._retiring = []
         # Escalate: ask, then SIGTERM, then SIGKILL; each step only for those still running.
         if graceful:
             for process in processes:
@@ -272,7 +289,7 @@ class LocalBackend:
         _stop_all(processes, STOP_GRACE_S, signal.SIGKILL)
         for process in processes:
             process.close()
-        self._board.close()
+            self._board.release(process.slot)
 
 
 def _send_quietly(process: WorkerProcess, payload: bytes) -> None:

@@ -103,6 +103,10 @@ class Channel:
             received += count
         return buffer
 
+    @property
+    def closed(self) -> bool:
+        return self._sock.fileno() == -1
+
     def close(self) -> None:
         self._outbox.clear()
         self._sock.close()

@@ -1,9 +1,11 @@
 """The status board: a few int64 fields of shared memory per worker.
 
-The parent creates the board and hands its file descriptor to each worker;
-a worker writes the chunk and the position of the task it is running, with
-no message sent per task, so that when it dies the parent reads exactly
-which task killed it. The memory is an anonymous file (``memfd_create`` on
+The parent creates one board for all its pools and hands its file
+descriptor to each worker, with the number of the slot that is the worker's
+for life (a worker parked by one pool and adopted by the next keeps it). A
+worker writes the chunk and the position of the task it is running, with no
+message sent per task, so that when it dies the parent reads exactly which
+task killed it. The memory is an anonymous file (``memfd_create`` on
 Linux, an unlinked temporary file elsewhere): it has no name, so nothing can
 be left behind in ``/dev/shm`` whatever happens to either side.
 """
@@ -13,12 +15,16 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import threading
 
 from corepool._protocol import STATUS_FIELDS, STATUS_IDLE
 
-__all__ = ["StatusBoard"]
+__all__ = ["StatusBoard", "shared_board"]
 
 _FIELD_BYTES = 8
+# Slots of the parent's board: workers alive at once, all pools together.
+# Pages are only touched when used, so a generous size costs nothing.
+BOARD_SLOTS = 16_384
 
 
 def _anonymous_file(size_bytes: int) -> int:
@@ -40,9 +46,8 @@ class StatusBoard:
         self.fd = _anonymous_file(size_bytes) if fd is None else fd
         self._map = mmap.mmap(self.fd, size_bytes)
         self._fields = memoryview(self._map).cast("q")
-        if fd is None:
-            for slot in range(slots):
-                self.reset(slot)
+        self._lock = threading.Lock()
+        self._free = list(reversed(range(slots)))
 
     def slot(self, worker_id: int) -> memoryview:
         """The writable int64 fields of one worker's slot."""
@@ -59,8 +64,32 @@ class StatusBoard:
         fields[0] = STATUS_IDLE
         fields[1] = 0
 
-    def close(self) -> None:
-        """Unmap and close; views handed out by ``slot`` must be released first."""
-        self._fields.release()
-        self._map.close()
-        os.close(self.fd)
+    def allocate(self) -> int:
+        """Take a free slot for a new worker."""
+        with self._lock:
+            if not self._free:
+                raise RuntimeError(
+                    f"more than {self.slots} corepool workers are alive at once: "
+                    "close pools you no longer use"
+                )
+            slot = self._free.pop()
+        self.reset(slot)
+        return slot
+
+    def release(self, slot: int) -> None:
+        """Give back the slot of a worker that has ended."""
+        with self._lock:
+            self._free.append(slot)
+
+
+_shared: StatusBoard | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_board() -> StatusBoard:
+    """This process's board, made on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = StatusBoard(BOARD_SLOTS)
+        return _shared
