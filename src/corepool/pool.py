@@ -280,7 +280,11 @@ class Pool(Executor):
     def close(self) -> None:
         """Accept no new calls; finish those started, then stop the workers.
 
-        Returns at once; ``join()`` waits. Idempotent.
+        Idle workers of a pool without ``initializer`` or
+        ``max_tasks_per_worker`` are parked instead of stopped: the next pool
+        started the same way within a few seconds adopts them (they forget
+        this pool's functions and ``worker_state()``); unadopted ones exit by
+        themselves. Returns at once; ``join()`` waits. Idempotent.
         """
         self._scheduler.close()
 
@@ -318,9 +322,14 @@ class Pool(Executor):
         self.join()
 
 
+# How long a dropped pool's finalizer waits for its scheduler thread; the thread
+# is a daemon, so even a stuck one cannot keep the interpreter from exiting.
+_FINALIZE_JOIN_S = 10.0
+
+
 def _terminate(scheduler: Scheduler) -> None:
     scheduler.terminate()
-    scheduler.join()
+    scheduler.join(_FINALIZE_JOIN_S)
 
 
 def map(

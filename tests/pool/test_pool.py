@@ -234,3 +234,18 @@ def test_no_main_guard_needed(start_method: str, how: str, tmp_path: object) -> 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["top level ran", "[0, 2, 4, 6, 8] [2]"]
+
+
+def test_calls_from_several_threads_share_the_pool() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with corepool.Pool(2) as pool, ThreadPoolExecutor(4) as threads:
+        calls = [threads.submit(pool.map, tasks.add, range(500), [k] * 500) for k in range(8)]
+        for k, call in enumerate(calls):
+            assert call.result(timeout=30) == [i + k for i in range(500)]
+
+
+def test_large_items_and_results_both_ways() -> None:
+    blobs = [bytes([i]) * 3_000_000 for i in range(6)]  # 18 MB in, 18 MB out
+    with corepool.Pool(2) as pool:
+        assert pool.map(tasks.identity, blobs, chunksize=3) == blobs
