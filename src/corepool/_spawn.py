@@ -22,11 +22,11 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from corepool import _forkserver, _worker
@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 # The folder that holds the corepool package, so that a fresh interpreter can
 # import it even when corepool is not installed (run from a source checkout).
 _IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
+# How long the fork server may take to start (a cold interpreter on a busy machine).
+_START_TIMEOUT_S = 30.0
 
 # File descriptors that only the parent may hold: a worker made by os.fork()
 # closes them at once. Otherwise it would keep, say, another worker's
@@ -171,9 +173,12 @@ def start_worker(
                 worker_id, pid, Channel(parent_sock), lambda: None, status_fd=status_fd
             )
         if method == "spawn":
-            popen = _spawn_interpreter(child_sock.fileno(), board_fd)
+            pid = _spawn_python(
+                "from corepool._worker import serve_and_exit; serve_and_exit({}, {})",
+                [child_sock.fileno(), board_fd],
+            )
             child_sock.close()
-            return WorkerProcess(worker_id, popen.pid, Channel(parent_sock), popen.poll)
+            return WorkerProcess(worker_id, pid, Channel(parent_sock), partial(_poll_child, pid))
         return _fork(worker_id, parent_sock, child_sock, board_fd)
     except BaseException:
         parent_sock.close()
@@ -192,23 +197,35 @@ def _fork(
                 os.close(fd)
         _worker.serve_and_exit(child_sock.detach(), board_fd)
     child_sock.close()
-
-    def poll() -> int | None:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        return os.waitstatus_to_exitcode(status) if done else None
-
-    return WorkerProcess(worker_id, pid, Channel(parent_sock), poll)
+    return WorkerProcess(worker_id, pid, Channel(parent_sock), partial(_poll_child, pid))
 
 
-def _spawn_interpreter(conn_fd: int, board_fd: int) -> subprocess.Popen[bytes]:
-    code = (
-        f"import sys; sys.path.append({_IMPORT_ROOT!r}); "
-        f"from corepool._worker import serve_and_exit; serve_and_exit({conn_fd}, {board_fd})"
+def _poll_child(pid: int) -> int | None:
+    """The exit code of our child ``pid`` if it has ended (and reap it), else ``None``."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+def _spawn_python(code: str, fds: list[int]) -> int:
+    """Start ``python -c code`` with ``fds`` open in it; ``code`` gets their numbers by format().
+
+    ``posix_spawn`` rather than ``subprocess``: ``subprocess`` waits for the
+    child's exec on a pipe, and if another thread of the caller forks at that
+    moment (a ``multiprocessing`` pool with ``fork``, say), the forked process
+    holds the pipe open and the wait never ends. The descriptors are
+    duplicated into the child above every one of them, so no move overwrites
+    another.
+    """
+    first = max(fds) + 1
+    targets = list(range(first, first + len(fds)))
+    actions = [(os.POSIX_SPAWN_DUP2, fd, first + i) for i, fd in enumerate(fds)]
+    source = f"import sys; sys.path.append({_IMPORT_ROOT!r}); " + code.format(*targets)
+    return os.posix_spawn(
+        sys.executable, [sys.executable, "-c", source], os.environ, file_actions=actions
     )
-    return subprocess.Popen([sys.executable, "-c", code], pass_fds=(conn_fd, board_fd))
 
 
 class ForkServer:
@@ -216,31 +233,34 @@ class ForkServer:
 
     def __init__(self, preload: tuple[str, ...]) -> None:
         parent_sock, child_sock = socket.socketpair()
-        code = (
-            f"import sys; sys.path.append({_IMPORT_ROOT!r}); "
-            f"from corepool._forkserver import serve; serve({child_sock.fileno()})"
+        self.pid = _spawn_python(
+            "from corepool._forkserver import serve; serve({})", [child_sock.fileno()]
         )
-        self._popen = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child_sock.fileno()])
         child_sock.close()
         self._ctrl = parent_sock
         self._lock = threading.Lock()
+        self._exitcode: int | None = None
         _parent_only_fds.add(parent_sock.fileno())
         config = dumps((list(sys.path), list(preload)))
         parent_sock.sendall(_forkserver.PID.pack(len(config)) + config)
-        if parent_sock.recv(1) != b"R":
+        parent_sock.settimeout(_START_TIMEOUT_S)
+        try:
+            ready = parent_sock.recv(1) == b"R"
+        except OSError:
+            ready = False
+        parent_sock.settimeout(None)
+        if not ready:
             self.close()
             raise RuntimeError(
-                f"corepool's fork server (pid {self._popen.pid}) failed to start; "
+                f"corepool's fork server (pid {self.pid}) failed to start; "
                 "see its error output above, or use start_method='spawn'"
             )
-        logger.debug("fork server started, pid %d, preload %s", self._popen.pid, preload)
-
-    @property
-    def pid(self) -> int:
-        return self._popen.pid
+        logger.debug("fork server started, pid %d, preload %s", self.pid, preload)
 
     def is_alive(self) -> bool:
-        return self._popen.poll() is None
+        if self._exitcode is None:
+            self._exitcode = _poll_child(self.pid)
+        return self._exitcode is None
 
     def fork_worker(self, conn_fd: int, board_fd: int) -> tuple[int, int]:
         """Have the server fork a worker; return its pid and the exit-status pipe."""
@@ -260,11 +280,12 @@ class ForkServer:
         """Hang up; the server exits on its own. Running workers are unaffected."""
         _parent_only_fds.discard(self._ctrl.fileno())
         self._ctrl.close()
-        try:
-            self._popen.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            self._popen.kill()
-            self._popen.wait()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while self.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if self.is_alive():
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:

@@ -249,3 +249,29 @@ def test_large_items_and_results_both_ways() -> None:
     blobs = [bytes([i]) * 3_000_000 for i in range(6)]  # 18 MB in, 18 MB out
     with corepool.Pool(2) as pool:
         assert pool.map(tasks.identity, blobs, chunksize=3) == blobs
+
+
+def test_a_fork_in_another_thread_cannot_hang_worker_start() -> None:
+    """A multiprocessing fork pool opened while corepool starts its workers.
+
+    The fork copies whatever descriptors the scheduler thread holds at that
+    moment; starting a process must not wait on any of them.
+    """
+    code = textwrap.dedent(
+        """
+        import multiprocessing, corepool
+        for _ in range(5):
+            with corepool.Pool(2, start_method="spawn") as pool:
+                with multiprocessing.get_context("fork").Pool(2) as mp_pool:
+                    assert mp_pool.map(abs, [-1]) == [1]
+                    assert pool.map(abs, [-2, -3]) == [2, 3]
+        with corepool.Pool(2) as pool, multiprocessing.get_context("fork").Pool(2) as mp_pool:
+            assert pool.map(abs, [-4]) == [4] and mp_pool.map(abs, [-5]) == [5]
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=50, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
