@@ -26,6 +26,19 @@ def _table(timings: list[Timing]) -> str:
     return "\n".join(lines)
 
 
+def _advice(timings: list[Timing]) -> str:
+    serial = {t.workload: t.seconds for t in timings if t.runner == "serial loop"}
+    slow = sorted({t.workload for t in timings if t.seconds > serial[t.workload]})
+    if not slow:
+        return "\nEvery pool beat the serial loop."
+    return (
+        f"\nSlower than the serial loop: {', '.join(slow)}. Such tasks take well under "
+        "a microsecond each: sending each number to a worker and its result back costs "
+        "more than computing it, in any pool. Give each task more work (a range of "
+        "numbers rather than one) and the cores pay off, as the prime count shows."
+    )
+
+
 def _demo(args: argparse.Namespace) -> int:
     workers = args.workers or default_workers()
     print(f"corepool {corepool.__version__} demo: {workers} workers, speedup over the serial loop")
@@ -35,6 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
         timings.extend(run_workload(work, workers, progress=not args.no_progress))
     print()
     print(_table(timings))
+    print(_advice(timings))
     return 0
 
 
