@@ -25,6 +25,7 @@ import sys
 from typing import NoReturn
 
 from corepool import _worker
+from corepool._transport.channel import recv_exactly
 from corepool._transport.pickling import loads
 
 __all__ = ["EXIT_STATUS", "PID", "serve"]
@@ -37,8 +38,8 @@ def serve(ctrl_fd: int) -> None:
     """Serve fork requests on ``ctrl_fd`` until the parent hangs up."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctrl = socket.socket(fileno=ctrl_fd)
-    size = PID.unpack(_recv_exactly(ctrl, PID.size))[0]
-    sys_path, preload = loads(_recv_exactly(ctrl, size))
+    size = PID.unpack(recv_exactly(ctrl, PID.size))[0]
+    sys_path, preload = loads(recv_exactly(ctrl, size))
     sys.path[:] = sys_path + [p for p in sys.path if p not in sys_path]
     for name in preload:
         importlib.import_module(name)
@@ -90,13 +91,3 @@ def _reap(status_pipes: dict[int, int]) -> None:
             with contextlib.suppress(OSError):  # the parent may no longer listen
                 os.write(fd, EXIT_STATUS.pack(os.waitstatus_to_exitcode(status)))
             os.close(fd)
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        part = sock.recv(size - len(data))
-        if not part:
-            raise EOFError("the parent closed the fork server's socket")
-        data += part
-    return bytes(data)

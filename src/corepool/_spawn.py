@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from corepool import _forkserver, _worker
-from corepool._transport.channel import Channel
+from corepool._transport.channel import Channel, recv_exactly
 from corepool._transport.pickling import dumps
 from corepool._transport.status import shared_board
 from corepool.options import StartMethod
@@ -268,7 +268,7 @@ class ForkServer:
         try:
             with self._lock:
                 socket.send_fds(self._ctrl, [b"F"], [conn_fd, board_fd, status_w])
-                reply = _recv_exactly(self._ctrl, _forkserver.PID.size)
+                reply = recv_exactly(self._ctrl, _forkserver.PID.size)
         except BaseException:
             os.close(status_r)
             raise
@@ -286,16 +286,6 @@ class ForkServer:
         if self.is_alive():
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        part = sock.recv(size - len(data))
-        if not part:
-            raise ConnectionError("corepool's fork server closed its socket")
-        data += part
-    return bytes(data)
 
 
 _forkservers: dict[tuple[str, ...], ForkServer] = {}

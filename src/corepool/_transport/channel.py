@@ -20,7 +20,7 @@ import select
 import socket
 import struct
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "recv_exactly"]
 
 _SIZE = struct.Struct("!i")
 _LARGE_SIZE = struct.Struct("!Q")
@@ -110,3 +110,18 @@ class Channel:
     def close(self) -> None:
         self._outbox.clear()
         self._sock.close()
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """Read exactly ``size`` bytes from a blocking socket.
+
+    Raises:
+        EOFError: The peer closed the socket first.
+    """
+    data = bytearray()
+    while len(data) < size:
+        part = sock.recv(size - len(data))
+        if not part:
+            raise EOFError(f"the peer closed the socket after {len(data)} of {size} bytes")
+        data += part
+    return bytes(data)
