@@ -213,6 +213,11 @@ class Scheduler:
     def is_running(self) -> bool:
         return self._state is _State.RUNNING and self._broken is None
 
+    @property
+    def is_closing(self) -> bool:
+        """``close()`` was called and the queued work is still being finished."""
+        return self._state is _State.CLOSING
+
     # -- the scheduler thread -----------------------------------------------
 
     def _run(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
@@ -81,7 +82,7 @@ class Pool(Executor):
         self._backend = LocalBackend(self.options)
         self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}")
         # A pool dropped without close() must not leave workers behind.
-        self._finalizer = weakref.finalize(self, _terminate, self._scheduler)
+        self._finalizer = weakref.finalize(self, _finalize, self._scheduler)
 
     @property
     def workers(self) -> int:
@@ -327,7 +328,15 @@ class Pool(Executor):
 _FINALIZE_JOIN_S = 10.0
 
 
-def _terminate(scheduler: Scheduler) -> None:
+def _finalize(scheduler: Scheduler) -> None:
+    """A pool object is gone: stop its workers, unless ``close()`` asked to finish first.
+
+    A closed pool keeps running until its queued work is done, as a
+    ``concurrent.futures`` executor does, so futures taken from it resolve.
+    At interpreter exit (the main thread has ended) everything stops now.
+    """
+    if scheduler.is_closing and threading.main_thread().is_alive():
+        return
     scheduler.terminate()
     scheduler.join(_FINALIZE_JOIN_S)
 

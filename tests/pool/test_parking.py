@@ -96,3 +96,12 @@ def test_parked_workers_end_with_the_parent() -> None:
     pids = [int(pid) for pid in done.stdout.split()]
     assert pids and os.getpid() not in pids
     assert _gone(pids, 5.0)
+
+
+def test_workers_parked_before_they_were_ready_serve_the_next_pool() -> None:
+    for _ in range(3):
+        pool = corepool.Pool(2)
+        pool.close()  # at once: its workers may not have answered yet
+        pool.join()
+    with corepool.Pool(2) as pool:
+        assert pool.map(tasks.square, range(100), chunksize=1) == [x * x for x in range(100)]

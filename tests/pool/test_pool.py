@@ -191,6 +191,14 @@ def test_terminate_fails_pending_work() -> None:
         future.result(timeout=5)
 
 
+def test_a_closed_pool_finishes_its_work_even_when_dropped() -> None:
+    pool = corepool.Pool(1, initializer=tasks.set_state, initargs=("k", 1))  # no parking
+    futures = [pool.submit(tasks.sleep_then, 0.05, i) for i in range(4)]
+    pool.close()
+    del pool
+    assert [f.result(timeout=10) for f in futures] == [0, 1, 2, 3]
+
+
 def test_a_dropped_pool_stops_its_workers() -> None:
     pool = corepool.Pool(2)
     assert pool.map(tasks.square, [2]) == [4]

@@ -272,7 +272,7 @@ class LocalBackend:
     def shutdown(self, *, graceful: bool) -> None:
         processes = self._retiring
         for slot in self._slots.values():
-            if graceful and self._parkable and slot.ready and not slot.in_flight:
+            if graceful and self._parkable and not slot.in_flight:
                 _send_quietly(slot.process, dumps(Park(PARK_SECONDS)))
                 if not slot.process.conn.has_pending_output and slot.process.is_alive():
                     park(self._park_key, slot.process)
