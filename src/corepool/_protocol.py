@@ -48,6 +48,7 @@ class WorkerConfig(NamedTuple):
 
     worker_id: int
     slot: int  # the worker's slot on the status board, for life
+    parent_pid: int  # the worker exits when this process ends
     sys_path: list[str]
     initializer: bytes | None  # a pickled (callable, args) pair
 

@@ -23,6 +23,9 @@ __all__ = ["FutureSink", "ResultIterator", "ResultStream"]
 
 Run = tuple[int, list[Any], BaseException | None]
 
+# After Ctrl-C, how long to wait for the workers to be stopped (SIGKILL: quick).
+_INTERRUPT_JOIN_S = 5.0
+
 
 def _runs_of(indices: Sequence[int], values: list[Any]) -> Iterator[tuple[int, list[Any]]]:
     """Split results into runs of consecutive indices (one run, unless tasks were re-run)."""
@@ -73,10 +76,17 @@ class ResultStream:
     # -- the caller's thread ---------------------------------------------------
 
     def _take(self) -> Delivery:
-        if self._deadline is None:
-            return self._queue.get()
         try:
+            if self._deadline is None:
+                return self._queue.get()
             return self._queue.get(timeout=max(0.0, self._deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            # Ctrl-C while waiting for results: nobody will wait for the rest,
+            # so stop every worker of the pool before letting it through.
+            assert self._scheduler is not None
+            self._scheduler.terminate()
+            self._scheduler.join(_INTERRUPT_JOIN_S)
+            raise
         except queue.Empty:
             raise TimeoutError(
                 f"{self._name} did not finish within timeout={self._timeout}s; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 import signal
 import sys
 import threading
@@ -81,9 +82,45 @@ def serve(conn_fd: int, board_fd: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config: WorkerConfig = loads(conn.recv_bytes())
     board = StatusBoard(config.slot + 1, fd=board_fd)
+    threading.Thread(
+        target=_exit_with_parent,
+        args=(config.parent_pid,),
+        name="corepool-parent-watch",
+        daemon=True,
+    ).start()
     if not _configure(conn, config):
         return 1
     return _loop(conn, board.slot(config.slot))
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as the parent process ends, even in the middle of a task.
+
+    The main thread may be deep in a task that never reads the connection
+    again; this thread waits on a pidfd of the parent (Linux), or checks
+    once a second elsewhere, and ends the process.
+    """
+    try:
+        parent = os.pidfd_open(parent_pid)
+    except (AttributeError, OSError):
+        while _is_running(parent_pid):
+            time.sleep(_PARENT_CHECK_S)
+    else:
+        select.select([parent], [], [])
+    os._exit(0)
+
+
+_PARENT_CHECK_S = 1.0
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _configure(conn: Connection, config: WorkerConfig) -> bool:

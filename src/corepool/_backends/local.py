@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import selectors
 import signal
 import sys
@@ -103,7 +104,9 @@ class LocalBackend:
             process = start_worker(self._method, worker_id, self._board.fd)
             process.slot = self._board.allocate()
             how = "started"
-        config = WorkerConfig(worker_id, process.slot, list(sys.path), self._config_initializer)
+        config = WorkerConfig(
+            worker_id, process.slot, os.getpid(), list(sys.path), self._config_initializer
+        )
         process.conn.send(dumps(config))
         self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
         logger.debug("worker %d %s, pid %d (%s)", worker_id, how, process.pid, self._method)
