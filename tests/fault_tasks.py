@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 
@@ -77,3 +81,41 @@ def numbers_then_fail(count: int = 10) -> Iterator[int]:
     """Yield ``0 .. count - 1``, then raise ``RuntimeError``: a broken input stream."""
     yield from range(count)
     raise RuntimeError(f"the input broke after {count} items")
+
+
+def hang_on(x: int, bad: int = 3) -> int:
+    """Sleep (in C, in a system call) far past any task_timeout on item ``bad``."""
+    if x == bad:
+        time.sleep(60)
+    return x
+
+
+def spin_in_c_on(x: int, bad: int = 4) -> int:
+    """Loop inside C code, holding the GIL and deaf to signals, on item ``bad``."""
+    if x == bad:
+        sum(range(10**13))
+    return x
+
+
+def always_disconnected_on(x: int, bad: int = 6) -> int:
+    if x == bad:
+        raise ConnectionError(f"item {x}: connection refused")
+    return x
+
+
+def flaky(marker_dir: str, x: int) -> int:
+    """Fail with ConnectionError the first time each item runs, succeed after."""
+    marker = Path(marker_dir) / str(x)
+    if not marker.exists():
+        marker.touch()
+        raise ConnectionError(f"item {x}: first attempt fails")
+    return x
+
+
+def die_first_time(marker_dir: str, x: int) -> int:
+    """SIGKILL the worker the first time item 5 runs; succeed after."""
+    marker = Path(marker_dir) / str(x)
+    if x == 5 and not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x

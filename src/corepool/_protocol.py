@@ -15,6 +15,7 @@ __all__ = [
     "STATUS_FIELDS",
     "STATUS_IDLE",
     "STATUS_POSITION",
+    "STATUS_STARTED",
     "CallMode",
     "ChunkDone",
     "ErrorSite",
@@ -31,7 +32,8 @@ __all__ = [
 # the worker, read by the parent when the worker dies (see _transport/status.py).
 STATUS_CHUNK = 0  # id of the chunk being run, or STATUS_IDLE
 STATUS_POSITION = 1  # position, inside that chunk, of the task being run
-STATUS_FIELDS = 4  # room for a start time and a heartbeat (issue 3)
+STATUS_STARTED = 2  # time.monotonic_ns() when it started; written only for timed chunks
+STATUS_FIELDS = 4
 STATUS_IDLE = -1
 
 
@@ -59,6 +61,7 @@ class RunChunk(NamedTuple):
     chunk_id: int
     tasks: int  # how many tasks ``items`` holds
     stride: int  # the status slot is written every `stride` tasks (see _worker)
+    timed: bool  # write each task's start time too: the parent enforces a task_timeout
     fn_id: int
     fn: bytes | None  # the pickled function, sent once per worker and function
     mode: CallMode

@@ -54,6 +54,7 @@ from corepool.errors import (
     PoolError,
     RemoteTraceback,
     SerializationError,
+    TaskTimeout,
     WorkerDied,
 )
 
@@ -117,6 +118,9 @@ class Job:
         chunker: Chunker,
         sink: Sink,
         lookahead: int | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.id = next(_job_ids)
         self.name = name
@@ -126,6 +130,10 @@ class Job:
         self.chunker = chunker
         self.sink = sink
         self.lookahead = lookahead  # max chunks of tasks ahead of the consumer; None: no bound
+        self.task_timeout = task_timeout
+        self.retries = retries
+        self.retry_on = retry_on
+        self.attempts: dict[int, int] = {}  # task index -> attempts so far, once retried
         self.pulled = 0  # tasks taken from source so far
         self.consumed = 0  # tasks the consumer has taken (written by the caller's thread)
         self.stalled = False  # the scheduler waits for the consumer (backpressure)
@@ -358,7 +366,8 @@ class Scheduler:
             job.mode,
             range(start, job.pulled),
             items,
-            job.chunker.stride(),
+            1 if job.task_timeout is not None else job.chunker.stride(),
+            job.task_timeout,
         )
 
     def _split(self, chunk: Chunk, size: int) -> Chunk:
@@ -371,6 +380,7 @@ class Scheduler:
             chunk.indices[size:],
             chunk.items[size:],
             chunk.stride,
+            chunk.timeout_s,
         )
         chunk.indices = chunk.indices[:size]
         chunk.items = chunk.items[:size]
@@ -452,13 +462,26 @@ class Scheduler:
             for position in reversed(range(len(chunk))):
                 job.requeued.appendleft(self._subset(chunk, [position]))
         elif not job.cancelled:
-            errors = None
+            indices: Sequence[int] = chunk.indices
+            payload, errors = event.payload, None
             if event.errors:
                 errors = {
                     position: _task_error(job.name, chunk, position, remote)
                     for position, remote in event.errors.items()
                 }
-            job.sink.deliver(Delivery(chunk.indices, payload=event.payload, errors=errors))
+                retried = [
+                    position
+                    for position, error in errors.items()
+                    if isinstance(error, job.retry_on) and self._retry(job, chunk, position)
+                ]
+                if retried:
+                    indices, payload, errors = _without(indices, payload, errors, retried)
+                for position, error in errors.items():
+                    attempts = job.attempts.get(indices[position], 1)
+                    if attempts > 1:
+                        _add_note(error, f"the task was tried {attempts} times")
+            if indices:
+                job.sink.deliver(Delivery(indices, payload=payload, errors=errors))
         self._finish_if_done(job)
 
     def _subset(self, chunk: Chunk, positions: Sequence[int]) -> Chunk:
@@ -471,6 +494,7 @@ class Scheduler:
             [chunk.indices[p] for p in positions],
             [chunk.items[p] for p in positions],
             chunk.stride,
+            chunk.timeout_s,
         )
 
     def _lost(self, event: WorkerLost) -> None:
@@ -501,20 +525,46 @@ class Scheduler:
                 job.requeued.appendleft(self._subset(chunk, [suspect]))
             return
         dead = range(len(chunk)) if position is None else (position,)
-        for failed in dead:
-            index = chunk.indices[failed]
-            error = WorkerDied(
-                worker_id=event.worker_id,
-                pid=event.pid,
-                exitcode=event.exitcode,
-                task_index=index,
-                job=job.name,
-                replaced=self._state is _State.RUNNING,
-            )
-            job.sink.deliver(Delivery((index,), failure=error))
         if position is not None and len(chunk) > 1:
             rest = [p for p in range(len(chunk)) if p != position]
             job.requeued.appendleft(self._subset(chunk, rest))
+        for failed in dead:
+            if self._retry(job, chunk, failed):
+                continue
+            index = chunk.indices[failed]
+            attempts = job.attempts.get(index, 1)
+            error: PoolError
+            if event.timed_out:
+                error = TaskTimeout(
+                    f"task {index} of {job.name} passed task_timeout={chunk.timeout_s}s; "
+                    f"worker {event.worker_id} was stopped and replaced."
+                    + (f" The task was tried {attempts} times." if attempts > 1 else ""),
+                    task_index=index,
+                    timeout=chunk.timeout_s or 0.0,
+                    attempts=attempts,
+                )
+            else:
+                error = WorkerDied(
+                    worker_id=event.worker_id,
+                    pid=event.pid,
+                    exitcode=event.exitcode,
+                    task_index=index,
+                    job=job.name,
+                    replaced=self._state is _State.RUNNING,
+                    attempts=attempts,
+                )
+            job.sink.deliver(Delivery((index,), failure=error))
+
+    def _retry(self, job: Job, chunk: Chunk, position: int) -> bool:
+        """Queue the task at ``position`` again if ``retries`` allow; say whether it was."""
+        index = chunk.indices[position]
+        attempts = job.attempts.get(index, 1)
+        if attempts > job.retries:
+            return False
+        job.attempts[index] = attempts + 1
+        job.requeued.appendleft(self._subset(chunk, [position]))
+        logger.debug("task %d of %s: attempt %d", index, job.name, attempts + 1)
+        return True
 
     def _initializer_failed(self, event: InitializerFailed) -> None:
         remote = event.error
@@ -538,6 +588,26 @@ def _culprit_type(item: Any, mode: CallMode) -> str:
         except Exception:
             return qualified_type_name(arg)
     return qualified_type_name(item)
+
+
+def _without(
+    indices: Sequence[int],
+    payload: bytes,
+    errors: dict[int, BaseException],
+    dropped: Sequence[int],
+) -> tuple[list[int], bytes, dict[int, BaseException]]:
+    """The results of a chunk less the tasks at ``dropped`` (they will be tried again).
+
+    Unpickles and pickles the results again: only done when a task is retried.
+    """
+    keep = [p for p in range(len(indices)) if p not in set(dropped)]
+    values = loads(payload)
+    renumber = {old: new for new, old in enumerate(keep)}
+    return (
+        [indices[p] for p in keep],
+        dumps([values[p] for p in keep]),
+        {renumber[p]: error for p, error in errors.items() if p in renumber},
+    )
 
 
 def _undecodable(event: ChunkFinished) -> bool:

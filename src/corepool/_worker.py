@@ -23,6 +23,7 @@ from corepool._protocol import (
     STATUS_CHUNK,
     STATUS_IDLE,
     STATUS_POSITION,
+    STATUS_STARTED,
     CallMode,
     ChunkDone,
     ErrorSite,
@@ -183,8 +184,12 @@ def _run_chunk(
         error = remote_error(exc, ErrorSite.ARGUMENTS)
         return _encode_done(message.chunk_id, [None] * count, dict.fromkeys(range(count), error))
     decoded = time.perf_counter()
+    if message.timed:  # before the chunk id: the parent must never see a stale start time
+        status[STATUS_STARTED] = time.monotonic_ns()
     status[STATUS_CHUNK] = message.chunk_id
-    if message.stride > 1 and message.mode is not CallMode.CALL:
+    if message.timed:
+        results, errors = _call_each_timed(fn, message.mode, items, status)
+    elif message.stride > 1 and message.mode is not CallMode.CALL:
         results, errors = _call_in_strides(fn, message.mode, items, message.stride, status)
     else:
         results, errors = _call_each(fn, message.mode, items, status)
@@ -235,6 +240,32 @@ def _call_each(
                 append(fn(*args, **kwargs))
             except Exception as exc:
                 errors = _record(errors, position, exc, append)
+    return results, errors
+
+
+def _call_each_timed(
+    fn: Callable[..., Any], mode: CallMode, items: list[Any], status: memoryview
+) -> Outcome:
+    """Like ``_call_each``, also writing each task's start time (before its position).
+
+    The parent reads them to stop a task that runs past its ``task_timeout``.
+    """
+    results: list[Any] = []
+    append = results.append
+    errors: dict[int, RemoteError] | None = None
+    clock = time.monotonic_ns
+    for position, item in enumerate(items):
+        status[STATUS_STARTED] = clock()
+        status[STATUS_POSITION] = position
+        try:
+            if mode is CallMode.ITEM:
+                append(fn(item))
+            elif mode is CallMode.STAR:
+                append(fn(*item))
+            else:
+                append(fn(*item[0], **item[1]))
+        except Exception as exc:
+            errors = _record(errors, position, exc, append)
     return results, errors
 
 

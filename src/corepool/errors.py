@@ -3,8 +3,8 @@
 ::
 
     PoolError(Exception)
-    ├─ WorkerDied          .worker_id .pid .exitcode .signal .task_index
-    ├─ TaskTimeout         also a TimeoutError
+    ├─ WorkerDied          .worker_id .pid .exitcode .signal .task_index .attempts
+    ├─ TaskTimeout         also a TimeoutError; .task_index .timeout .attempts
     ├─ PoolClosed          use after close() or terminate()
     ├─ SerializationError  an argument, result or exception would not pickle
     ├─ InitializerError    the pool's initializer raised in a worker
@@ -104,6 +104,7 @@ class WorkerDied(PoolError):
         signal: The signal's name (``"SIGKILL"``), or ``None`` for a plain exit.
         task_index: The index of the task in its job's input, or ``None`` when
             the worker died between tasks.
+        attempts: How many times the task was tried (see ``retries``).
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class WorkerDied(PoolError):
         task_index: int | None,
         job: str,
         replaced: bool = True,
+        attempts: int = 1,
     ) -> None:
         self.worker_id = worker_id
         self.pid = pid
@@ -125,19 +127,34 @@ class WorkerDied(PoolError):
         how = f"got {self.signal}" if self.signal else f"exited with code {exitcode}"
         where = f"in task {task_index} of {job}" if task_index is not None else f"during {job}"
         after = "It was replaced." if replaced else "The pool is shutting down."
+        tries = f" The task was tried {attempts} times." if attempts > 1 else ""
         super().__init__(
-            f"worker {worker_id} (pid {pid}) {how} {where}. {_death_cause(exitcode)} {after}"
+            f"worker {worker_id} (pid {pid}) {how} {where}. {_death_cause(exitcode)} {after}{tries}"
         )
-
         self.replaced = replaced
+        self.attempts = attempts
 
     def __reduce__(self) -> tuple[object, ...]:
-        fields = (self.worker_id, self.pid, self.exitcode, self.task_index, self.job, self.replaced)
+        fields = (
+            self.worker_id,
+            self.pid,
+            self.exitcode,
+            self.task_index,
+            self.job,
+            self.replaced,
+            self.attempts,
+        )
         return (_rebuild_worker_died, fields)
 
 
 def _rebuild_worker_died(
-    worker_id: int, pid: int, exitcode: int | None, task_index: int | None, job: str, replaced: bool
+    worker_id: int,
+    pid: int,
+    exitcode: int | None,
+    task_index: int | None,
+    job: str,
+    replaced: bool,
+    attempts: int,
 ) -> WorkerDied:
     return WorkerDied(
         worker_id=worker_id,
@@ -146,11 +163,33 @@ def _rebuild_worker_died(
         task_index=task_index,
         job=job,
         replaced=replaced,
+        attempts=attempts,
     )
 
 
 class TaskTimeout(PoolError, TimeoutError):
-    """A task ran past its ``task_timeout``; its worker was stopped and replaced."""
+    """A task ran past its ``task_timeout``; its worker was stopped and replaced.
+
+    Attributes:
+        task_index: The index of the task in its job's input.
+        timeout: The ``task_timeout`` it passed, in seconds.
+        attempts: How many times the task was tried.
+    """
+
+    def __init__(self, message: str, *, task_index: int, timeout: float, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.task_index = task_index
+        self.timeout = timeout
+        self.attempts = attempts
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_task_timeout, (str(self), self.task_index, self.timeout, self.attempts))
+
+
+def _rebuild_task_timeout(
+    message: str, task_index: int, timeout: float, attempts: int
+) -> TaskTimeout:
+    return TaskTimeout(message, task_index=task_index, timeout=timeout, attempts=attempts)
 
 
 class PoolClosed(PoolError):

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["START_METHODS", "MapOptions", "PoolOptions", "StartMethod", "default_workers"]
+__all__ = [
+    "START_METHODS",
+    "MapOptions",
+    "PoolOptions",
+    "StartMethod",
+    "check_task_timeout",
+    "default_workers",
+]
 
 StartMethod = Literal["fork", "forkserver", "spawn"]
 START_METHODS: tuple[StartMethod, ...] = ("fork", "forkserver", "spawn")
@@ -32,6 +39,12 @@ def default_workers() -> int:
 def default_start_method() -> StartMethod:
     """``forkserver`` on Linux, ``spawn`` elsewhere (docs/architecture.md explains why)."""
     return "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+def check_task_timeout(value: float | None) -> None:
+    """Raise ``ValueError`` unless ``value`` is ``None`` or a positive number of seconds."""
+    if value is not None and (isinstance(value, bool) or not value > 0):
+        raise ValueError(f"task_timeout must be None or > 0 seconds, got {value!r}")
 
 
 def _check_optional_count(name: str, value: int | None) -> None:
@@ -60,6 +73,18 @@ class PoolOptions:
         initargs: Positional arguments for ``initializer``.
         max_tasks_per_worker: Retire a worker after it ran this many tasks and
             start a fresh one; ``None`` keeps workers for the pool's life.
+        task_timeout: Seconds one task may run. A task that runs longer gets
+            ``TaskTimeout`` (also a ``TimeoutError``) within about a second of
+            its deadline, even when stuck in C code or a system call: its
+            worker is killed and replaced, and the other tasks it held run
+            elsewhere. ``None`` (the default) lets tasks run as long as they
+            take. Each call can set its own.
+        retries: How many more times a task is tried, on a fresh worker, when
+            its worker died or it timed out (and, with ``retry_on``, when it
+            raised one of those exceptions) before the error is shown; the
+            error then says how many attempts were made.
+        retry_on: Exception types that a task may raise and then be retried
+            for, within ``retries`` (``(ConnectionError,)``, say).
     """
 
     workers: int | None = None
@@ -67,6 +92,9 @@ class PoolOptions:
     initializer: Callable[..., Any] | None = None
     initargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
+    task_timeout: float | None = None
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
         _check_optional_count("workers", self.workers)
@@ -82,6 +110,13 @@ class PoolOptions:
             raise TypeError(f"initializer must be callable, got {self.initializer!r}")
         if not isinstance(self.initargs, tuple):
             raise TypeError(f"initargs must be a tuple, got {type(self.initargs).__name__}")
+        check_task_timeout(self.task_timeout)
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
+        if not isinstance(self.retry_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on
+        ):
+            raise TypeError(f"retry_on must be a tuple of exception types, got {self.retry_on!r}")
 
     @property
     def resolved_workers(self) -> int:
@@ -111,6 +146,8 @@ class MapOptions:
             instead of raising it; the other results are all delivered.
         timeout: Seconds from the call until every result must have arrived;
             past it the call raises ``TimeoutError``. ``None`` waits forever.
+        task_timeout: Seconds each task of this call may run (see
+            ``PoolOptions.task_timeout``); ``None`` uses the pool's.
     """
 
     chunksize: int | None = None
@@ -118,6 +155,7 @@ class MapOptions:
     progress: bool = False
     return_exceptions: bool = False
     timeout: float | None = None
+    task_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.chunksize is not None and (
@@ -128,3 +166,4 @@ class MapOptions:
             raise ValueError(f"chunksize must be None or an int >= 1, got {self.chunksize!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"timeout must be None or > 0 seconds, got {self.timeout!r}")
+        check_task_timeout(self.task_timeout)

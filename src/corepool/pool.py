@@ -54,6 +54,9 @@ class Pool(Executor):
         initializer: See ``PoolOptions``.
         initargs: See ``PoolOptions``.
         max_tasks_per_worker: See ``PoolOptions``.
+        task_timeout: See ``PoolOptions``; each call may set its own.
+        retries: See ``PoolOptions``.
+        retry_on: See ``PoolOptions``.
 
     Raises:
         ValueError: An option is out of range.
@@ -71,6 +74,9 @@ class Pool(Executor):
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
         max_tasks_per_worker: int | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.options = PoolOptions(
             workers=workers,
@@ -78,6 +84,9 @@ class Pool(Executor):
             initializer=initializer,
             initargs=initargs,
             max_tasks_per_worker=max_tasks_per_worker,
+            task_timeout=task_timeout,
+            retries=retries,
+            retry_on=retry_on,
         )
         self._backend = LocalBackend(self.options)
         self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}")
@@ -95,6 +104,14 @@ class Pool(Executor):
         return f"<corepool.Pool workers={self.workers} start_method={method!r} {state}>"
 
     # -- calls -----------------------------------------------------------------
+
+    def _robustness(self, task_timeout: float | None) -> dict[str, Any]:
+        """A job's timeout and retry settings: the call's, else the pool's."""
+        return {
+            "task_timeout": task_timeout if task_timeout is not None else self.options.task_timeout,
+            "retries": self.options.retries,
+            "retry_on": self.options.retry_on,
+        }
 
     def _stream(
         self,
@@ -130,6 +147,7 @@ class Pool(Executor):
             chunker=Chunker(workers=self.workers, total=total, chunksize=options.chunksize),
             sink=stream,
             lookahead=LOOKAHEAD_CHUNKS_PER_WORKER * self.workers if lazy else None,
+            **self._robustness(options.task_timeout),
         )
         stream.attach(job, self._scheduler)
         self._scheduler.submit(job)
@@ -144,6 +162,7 @@ class Pool(Executor):
         progress: bool = False,
         return_exceptions: bool = False,
         timeout: float | None = None,
+        task_timeout: float | None = None,
     ) -> list[R]:
         """Call ``fn`` on every input and return the results as a list.
 
@@ -170,6 +189,7 @@ class Pool(Executor):
             progress=progress,
             return_exceptions=return_exceptions,
             timeout=timeout,
+            task_timeout=task_timeout,
         )
         stream = self._stream("map", fn, iterables, options, lazy=False)
         return stream.collect() if ordered else stream.collect_unordered()
@@ -184,6 +204,7 @@ class Pool(Executor):
         progress: bool = False,
         return_exceptions: bool = False,
         timeout: float | None = None,
+        task_timeout: float | None = None,
     ) -> list[R]:
         """Like ``map``, but each input is a tuple of arguments: ``fn(*args)``.
 
@@ -197,6 +218,7 @@ class Pool(Executor):
             progress=progress,
             return_exceptions=return_exceptions,
             timeout=timeout,
+            task_timeout=task_timeout,
         )
         stream = self._stream("starmap", fn, (iterable,), options, mode=CallMode.STAR, lazy=False)
         return stream.collect() if ordered else stream.collect_unordered()
@@ -209,6 +231,7 @@ class Pool(Executor):
         progress: bool = False,
         return_exceptions: bool = False,
         timeout: float | None = None,
+        task_timeout: float | None = None,
     ) -> Iterator[R]:
         """Results one by one, in input order, as soon as each is ready.
 
@@ -227,6 +250,7 @@ class Pool(Executor):
             progress=progress,
             return_exceptions=return_exceptions,
             timeout=timeout,
+            task_timeout=task_timeout,
         )
         stream = self._stream("imap", fn, iterables, options, lazy=True)
         return ResultIterator.over(stream, stream.ordered())
@@ -239,6 +263,7 @@ class Pool(Executor):
         progress: bool = False,
         return_exceptions: bool = False,
         timeout: float | None = None,
+        task_timeout: float | None = None,
     ) -> Iterator[R]:
         """Like ``imap``, but each result comes as soon as it is ready, in any order."""
         options = MapOptions(
@@ -247,6 +272,7 @@ class Pool(Executor):
             progress=progress,
             return_exceptions=return_exceptions,
             timeout=timeout,
+            task_timeout=task_timeout,
         )
         stream = self._stream("imap_unordered", fn, iterables, options, lazy=True)
         return ResultIterator.over(stream, stream.unordered())
@@ -272,6 +298,7 @@ class Pool(Executor):
             source=iter(((args, kwargs),)),
             chunker=Chunker(workers=self.workers, total=1, chunksize=1),
             sink=FutureSink(future),
+            **self._robustness(None),
         )
         self._scheduler.submit(job)
         return future

@@ -166,6 +166,24 @@ def _submit_after_close(pool: corepool.Pool, return_exceptions: bool) -> list[An
     return [pool.submit(tasks.square, 3).result(timeout=10)]
 
 
+def _timed_out(index: int, timeout: float, attempts: int = 1) -> Check:
+    def check(error: BaseException) -> None:
+        assert isinstance(error, corepool.TaskTimeout)
+        assert isinstance(error, TimeoutError)
+        assert (error.task_index, error.timeout, error.attempts) == (index, timeout, attempts)
+
+    return check
+
+
+def _tried(attempts: int) -> Check:
+    def check(error: BaseException) -> None:
+        assert getattr(error, "attempts", attempts) == attempts
+        if sys.version_info >= (3, 11) and not isinstance(error, corepool.PoolError):
+            assert f"the task was tried {attempts} times" in getattr(error, "__notes__", ())
+
+    return check
+
+
 # -- the table -----------------------------------------------------------------
 
 _TWENTY = list(range(20))
@@ -175,8 +193,75 @@ _EXITED = (
     r"look for os\._exit\(\), sys\.exit\(\) or an uncaught BaseException\. It was replaced\.$"
 )
 _CLOSED = r"Create a new Pool, or use corepool\.map\(\) for a one-off call\.$"
+_STOPPED = r"worker \d was stopped and replaced\.$"
 
 FAULTS = [
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(fault_tasks.hang_on, range(20), return_exceptions=rx),
+            error=corepool.TaskTimeout,
+            match=r"^task 3 of map\(hang_on\) passed task_timeout=0\.5s; " + _STOPPED,
+            expected=_TWENTY,
+            bad=3,
+            check=_timed_out(3, 0.5),
+            pool={"task_timeout": 0.5},
+        ),
+        id="hang-in-a-system-call",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                fault_tasks.spin_in_c_on, range(20), return_exceptions=rx, task_timeout=0.5
+            ),
+            error=corepool.TaskTimeout,
+            match=r"^task 4 of map\(spin_in_c_on\) passed task_timeout=0\.5s; " + _STOPPED,
+            expected=_TWENTY,
+            bad=4,
+            check=_timed_out(4, 0.5),
+        ),
+        id="hang-in-c-code-per-call-timeout",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(fault_tasks.hang_on, range(20), return_exceptions=rx),
+            error=corepool.TaskTimeout,
+            match=r"^task 3 of map\(hang_on\) passed task_timeout=0\.3s; "
+            + _STOPPED[:-1]
+            + r" The task was tried 2 times\.$",
+            expected=_TWENTY,
+            bad=3,
+            check=_timed_out(3, 0.3, attempts=2),
+            pool={"task_timeout": 0.3, "retries": 1},
+        ),
+        id="hang-retried",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(tasks.sigkill_on, range(20), return_exceptions=rx),
+            error=corepool.WorkerDied,
+            match=_DIED + r"got SIGKILL in task 7 of map\(sigkill_on\)\..* It was replaced\. "
+            r"The task was tried 3 times\.$",
+            expected=_TWENTY,
+            bad=7,
+            check=_tried(3),
+            pool={"retries": 2},
+        ),
+        id="sigkill-retried",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                fault_tasks.always_disconnected_on, range(20), return_exceptions=rx
+            ),
+            error=ConnectionError,
+            match=r"^item 6: connection refused",
+            expected=_TWENTY,
+            bad=6,
+            check=_tried(3),
+            pool={"retries": 2, "retry_on": (ConnectionError,)},
+        ),
+        id="retry-on-exhausted",
+    ),
     pytest.param(
         Fault(
             call=lambda pool, rx: pool.map(tasks.fail_on, range(20), return_exceptions=rx),
@@ -482,3 +567,24 @@ def test_fault(fault: Fault, start_method: str) -> None:
 
         if fault.usable_after:
             assert pool.map(tasks.square, range(50)) == [x * x for x in range(50)]
+
+
+# -- retries that succeed ------------------------------------------------------
+
+
+def test_a_flaky_task_succeeds_on_retry(start_method: str, tmp_path: Any) -> None:
+    with corepool.Pool(
+        2, start_method=start_method, retries=1, retry_on=(ConnectionError,)
+    ) as pool:
+        assert pool.map(fault_tasks.flaky, [str(tmp_path)] * 10, range(10)) == list(range(10))
+
+
+def test_a_task_whose_worker_died_once_succeeds_on_retry(start_method: str, tmp_path: Any) -> None:
+    with corepool.Pool(2, start_method=start_method, retries=1) as pool:
+        results = pool.map(fault_tasks.die_first_time, [str(tmp_path)] * 20, range(20))
+    assert results == list(range(20))
+
+
+def test_without_retry_on_an_exception_is_not_retried(tmp_path: Any) -> None:
+    with corepool.Pool(2, retries=3) as pool, pytest.raises(ConnectionError, match="first"):
+        pool.map(fault_tasks.flaky, [str(tmp_path)] * 3, range(3))

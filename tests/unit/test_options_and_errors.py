@@ -19,6 +19,8 @@ from corepool.options import MapOptions, PoolOptions, default_workers
         ({"workers": True}, "workers must be None or an int >= 1, got True"),
         ({"max_tasks_per_worker": -1}, "max_tasks_per_worker must be None or an int >= 1, got -1"),
         ({"start_method": "vfork"}, "start_method must be one of fork, forkserver, spawn or None"),
+        ({"task_timeout": 0}, "task_timeout must be None or > 0 seconds, got 0"),
+        ({"retries": -1}, "retries must be an int >= 0, got -1"),
     ],
 )
 def test_pool_options_reject_bad_values(kwargs: dict[str, object], message: str) -> None:
@@ -31,6 +33,8 @@ def test_pool_options_type_errors() -> None:
         PoolOptions(initializer=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="initargs must be a tuple, got list"):
         PoolOptions(initargs=[1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"retry_on must be a tuple of exception types, got \(3,\)"):
+        PoolOptions(retry_on=(3,))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -38,6 +42,7 @@ def test_pool_options_type_errors() -> None:
     [
         ({"chunksize": 0}, "chunksize must be None or an int >= 1, got 0"),
         ({"timeout": 0}, "timeout must be None or > 0 seconds, got 0"),
+        ({"task_timeout": -1.0}, "task_timeout must be None or > 0 seconds, got -1.0"),
     ],
 )
 def test_map_options_reject_bad_values(kwargs: dict[str, object], message: str) -> None:

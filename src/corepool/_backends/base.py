@@ -32,6 +32,7 @@ class Chunk:
         "job_id",
         "mode",
         "stride",
+        "timeout_s",
         "worker_id",
     )
 
@@ -44,6 +45,7 @@ class Chunk:
         indices: Sequence[int],
         items: list[Any],
         stride: int = 1,
+        timeout_s: float | None = None,
     ) -> None:
         self.id = chunk_id
         self.job_id = job_id
@@ -52,6 +54,7 @@ class Chunk:
         self.indices = indices  # each task's index in its job's input
         self.items = items
         self.stride = stride  # tasks per status write: 1 means every task is tracked
+        self.timeout_s = timeout_s  # each task's task_timeout, or None
         self.worker_id = -1
         self.attempts = 0  # how many times a worker died holding it
 
@@ -76,6 +79,7 @@ class WorkerLost(NamedTuple):
     exitcode: int | None
     chunks: list[Chunk]
     position: int | None  # the running task's (or stride's) position in chunks[0], if any
+    timed_out: bool = False  # the parent killed the worker: that task passed its task_timeout
 
 
 class InitializerFailed(NamedTuple):

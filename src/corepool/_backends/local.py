@@ -137,6 +137,7 @@ class LocalBackend:
             chunk.id,
             len(chunk),
             chunk.stride,
+            chunk.timeout_s is not None,
             fn_id,
             fn_payload if first_time else None,
             chunk.mode,
@@ -178,7 +179,7 @@ class LocalBackend:
                     selector.register(slot.process.sentinel, selectors.EVENT_READ, worker_id)
             for process in self._retiring:
                 selector.register(process.conn, selectors.EVENT_READ, process)
-            ready = selector.select(timeout)
+            ready = selector.select(self._until_next_deadline(timeout))
         events: list[Event] = []
         woken = False
         readable: set[int] = set()
@@ -197,7 +198,47 @@ class LocalBackend:
         for worker_id in sorted(readable):
             if worker_id in self._slots:
                 events.extend(self._read_worker(worker_id))
+        events.extend(self._stop_overdue())
         return events, woken
+
+    def _running_deadlines(self) -> list[tuple[float, int, bool]]:
+        """``(deadline, worker_id, started)`` of each worker's head chunk that has a task_timeout.
+
+        A head chunk the worker has not started yet (it is still decoding it)
+        gets a provisional deadline a full timeout from now: its first task
+        cannot end sooner, and the scheduler looks again then.
+        """
+        deadlines = []
+        now = time.monotonic()
+        for worker_id, slot in self._slots.items():
+            head = slot.in_flight[0] if slot.in_flight else None
+            if head is None or head.timeout_s is None:
+                continue
+            chunk_id, _, started_ns = self._board.read(slot.process.slot)
+            if chunk_id == head.id and started_ns > 0:
+                deadlines.append((started_ns / 1e9 + head.timeout_s, worker_id, True))
+            else:
+                deadlines.append((now + head.timeout_s, worker_id, False))
+        return deadlines
+
+    def _until_next_deadline(self, timeout: float | None) -> float | None:
+        deadlines = self._running_deadlines()
+        if not deadlines:
+            return timeout
+        remaining = max(0.0, min(deadlines)[0] - time.monotonic())
+        return remaining if timeout is None else min(timeout, remaining)
+
+    def _stop_overdue(self) -> list[Event]:
+        """Kill each worker whose running task passed its deadline; report the losses."""
+        now = time.monotonic()
+        events: list[Event] = []
+        for deadline, worker_id, started in self._running_deadlines():
+            if started and deadline <= now and worker_id in self._slots:
+                process = self._slots[worker_id].process
+                logger.debug("worker %d (pid %d) passed its task_timeout", worker_id, process.pid)
+                process.kill()
+                events.append(self._worker_lost(worker_id, timed_out=True))
+        return events
 
     def _read_worker(self, worker_id: int) -> list[Event]:
         """Read all that ``worker_id`` sent; report its death once it is drained."""
@@ -235,16 +276,21 @@ class LocalBackend:
             return InitializerFailed(worker_id, message.error)
         raise PoolError(f"worker {worker_id} sent an unexpected message: {message!r}")
 
-    def _worker_lost(self, worker_id: int) -> WorkerLost:
+    def _worker_lost(self, worker_id: int, *, timed_out: bool = False) -> WorkerLost:
         slot = self._slots.pop(worker_id)
         process = slot.process
         exitcode = process.exitcode(timeout=1.0)
-        chunk_id, position = self._board.read(process.slot)
+        chunk_id, position, _ = self._board.read(process.slot)
         running = bool(slot.in_flight) and slot.in_flight[0].id == chunk_id
         process.close()
         self._board.release(process.slot)
         lost = WorkerLost(
-            worker_id, process.pid, exitcode, list(slot.in_flight), position if running else None
+            worker_id,
+            process.pid,
+            exitcode,
+            list(slot.in_flight),
+            position if running else None,
+            timed_out=timed_out and running,
         )
         logger.debug("worker %d (pid %d) ended with %s", worker_id, process.pid, exitcode)
         if not slot.ready:

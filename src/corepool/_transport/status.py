@@ -54,15 +54,22 @@ class StatusBoard:
         start = worker_id * STATUS_FIELDS
         return self._fields[start : start + STATUS_FIELDS]
 
-    def read(self, worker_id: int) -> tuple[int, int]:
-        """``(chunk_id, position)`` of the task the worker was running."""
-        fields = self.slot(worker_id)
-        return fields[0], fields[1]
+    def read(self, slot: int) -> tuple[int, int, int]:
+        """``(chunk_id, position, started_ns)`` of the task the worker runs or ran last.
 
-    def reset(self, worker_id: int) -> None:
-        fields = self.slot(worker_id)
+        Read in this order on purpose: the worker writes a task's start time
+        before its position, so a start time read after a position is never
+        older than that position's task.
+        """
+        start = slot * STATUS_FIELDS
+        fields = self._fields
+        return fields[start], fields[start + 1], fields[start + 2]
+
+    def reset(self, slot: int) -> None:
+        fields = self.slot(slot)
         fields[0] = STATUS_IDLE
         fields[1] = 0
+        fields[2] = 0
 
     def allocate(self) -> int:
         """Take a free slot for a new worker."""
