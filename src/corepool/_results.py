@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import queue
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, cast
 
@@ -19,7 +19,7 @@ from corepool._transport.pickling import loads, qualified_type_name
 from corepool.errors import SerializationError
 from corepool.progress import ProgressBar
 
-__all__ = ["FutureSink", "ResultIterator", "ResultStream"]
+__all__ = ["FutureSink", "ResultIterator", "ResultStream", "TaskFuture"]
 
 Run = tuple[int, list[Any], BaseException | None]
 
@@ -251,6 +251,34 @@ class ResultIterator(itertools.chain):  # type: ignore[type-arg]
     def __del__(self) -> None:
         if not self._stream.finished:
             self.close()
+
+
+class TaskFuture(Future[Any]):
+    """The ``Future`` that ``submit`` returns: ``cancel()`` also stops a running task.
+
+    A standard ``Future`` refuses to cancel once running. This one kills the
+    worker running the task (the pool replaces it) and reports cancelled.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stop_running: Callable[[], None] | None = None
+
+    def cancel(self) -> bool:
+        with self._condition:
+            running = self._state == _RUNNING
+            if running:
+                # Let Future.cancel() take it from here; a result that lands
+                # in between wins, and cancel() then answers False.
+                self._state = _PENDING
+        if running and self._stop_running is not None:
+            self._stop_running()
+        return super().cancel()
+
+
+# The states of concurrent.futures.Future (its module keeps them private).
+_RUNNING = "RUNNING"
+_PENDING = "PENDING"
 
 
 class FutureSink:

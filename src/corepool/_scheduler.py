@@ -134,6 +134,7 @@ class Job:
         self.retries = retries
         self.retry_on = retry_on
         self.attempts: dict[int, int] = {}  # task index -> attempts so far, once retried
+        self.stop_running = False  # cancelled, and its running tasks are to be killed
         self.pulled = 0  # tasks taken from source so far
         self.consumed = 0  # tasks the consumer has taken (written by the caller's thread)
         self.stalled = False  # the scheduler waits for the consumer (backpressure)
@@ -187,9 +188,14 @@ class Scheduler:
             self._incoming.append(job)
         self.wake()
 
-    def cancel(self, job: Job) -> None:
-        """Stop making chunks for ``job`` and drop what it has yet to deliver."""
+    def cancel(self, job: Job, *, stop_running: bool = False) -> None:
+        """Stop making chunks for ``job`` and drop what it has yet to deliver.
+
+        With ``stop_running``, also kill (and replace) the workers that are
+        running its tasks right now.
+        """
         job.cancelled = True
+        job.stop_running = job.stop_running or stop_running
         self._cancelled.append(job)
         self.wake()
 
@@ -288,6 +294,8 @@ class Scheduler:
         while self._cancelled:
             job = self._cancelled.popleft()
             job.requeued.clear()
+            if job.stop_running and job.in_flight:
+                self._backend.abort(job.id)
             if job.in_flight == 0:
                 self._jobs.pop(job.id, None)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from corepool import _forkserver, _worker
 from corepool._transport.channel import Channel, recv_exactly
 from corepool._transport.pickling import dumps
-from corepool._transport.status import shared_board
+from corepool._transport.status import forget_shared_board, shared_board
 from corepool.options import StartMethod
 
 __all__ = [
@@ -192,12 +192,32 @@ def _fork(
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
-        for fd in _parent_only_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _forget_parent_state()
         _worker.serve_and_exit(child_sock.detach(), board_fd)
     child_sock.close()
     return WorkerProcess(worker_id, pid, Channel(parent_sock), partial(_poll_child, pid))
+
+
+def _forget_parent_state() -> None:
+    """In a worker made by ``os.fork()``: drop what belongs to the parent.
+
+    Its descriptors are closed; the objects that held them are emptied
+    without closing anything, so that a descriptor number the child reuses
+    is never closed behind its back. No lock is taken: another thread of the
+    parent may have held one at the fork, and this child has only one thread.
+    """
+    for fd in _parent_only_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _parent_only_fds.clear()
+    for server in _forkservers.values():
+        server.forget()
+    for waiting in _parked.values():
+        for process in waiting:
+            process.conn.detach()
+    _forkservers.clear()
+    _parked.clear()
+    forget_shared_board()
 
 
 def _poll_child(pid: int) -> int | None:
@@ -261,6 +281,10 @@ class ForkServer:
         if self._exitcode is None:
             self._exitcode = _poll_child(self.pid)
         return self._exitcode is None
+
+    def forget(self) -> None:
+        """Drop the socket without closing it (in a forked child: it is the parent's)."""
+        self._ctrl.detach()
 
     def fork_worker(self, conn_fd: int, board_fd: int) -> tuple[int, int]:
         """Have the server fork a worker; return its pid and the exit-status pipe."""

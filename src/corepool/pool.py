@@ -6,13 +6,14 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
 from corepool._backends.local import LocalBackend
 from corepool._chunking import Chunker
 from corepool._protocol import CallMode
-from corepool._results import FutureSink, ResultIterator, ResultStream
+from corepool._results import FutureSink, ResultIterator, ResultStream, TaskFuture
 from corepool._scheduler import Job, Scheduler
 from corepool.options import MapOptions, PoolOptions, StartMethod
 
@@ -280,6 +281,9 @@ class Pool(Executor):
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future``.
 
+        Unlike a standard future, ``cancel()`` also stops the task once it
+        runs: its worker is killed and replaced.
+
         Raises:
             PoolClosed: The pool was closed or terminated.
 
@@ -289,7 +293,7 @@ class Pool(Executor):
         """
         if not callable(fn):
             raise TypeError(f"submit() needs a callable first, got {fn!r}")
-        future: Future[R] = Future()
+        future = TaskFuture()
         name = _describe("submit", fn)
         job = Job(
             name=name,
@@ -300,6 +304,7 @@ class Pool(Executor):
             sink=FutureSink(future),
             **self._robustness(None),
         )
+        future._stop_running = partial(self._scheduler.cancel, job, stop_running=True)
         self._scheduler.submit(job)
         return future
 

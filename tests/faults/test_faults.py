@@ -588,3 +588,43 @@ def test_a_task_whose_worker_died_once_succeeds_on_retry(start_method: str, tmp_
 def test_without_retry_on_an_exception_is_not_retried(tmp_path: Any) -> None:
     with corepool.Pool(2, retries=3) as pool, pytest.raises(ConnectionError, match="first"):
         pool.map(fault_tasks.flaky, [str(tmp_path)] * 3, range(3))
+
+
+# -- cancellation, closing, nesting --------------------------------------------
+
+
+def test_cancelling_a_running_future_stops_its_task(start_method: str) -> None:
+    with corepool.Pool(2, start_method=start_method) as pool:
+        future = pool.submit(tasks.sleep_then, 60, "never")
+        while not future.running():
+            time.sleep(0.01)
+        time.sleep(0.2)  # now in the worker, in time.sleep
+        started = time.monotonic()
+        assert future.cancel()
+        assert future.cancelled()
+        assert pool.map(tasks.square, range(30)) == [x * x for x in range(30)]
+        assert time.monotonic() - started < 5.0
+
+
+def test_close_while_a_worker_crashes_still_returns(start_method: str) -> None:
+    pool = corepool.Pool(2, start_method=start_method)
+    futures = [pool.submit(tasks.sigkill_on, i) for i in range(10)]
+    pool.close()
+    pool.join(timeout=20)
+    errors = [f.exception(timeout=0) for f in futures]
+    assert isinstance(errors[7], corepool.WorkerDied)
+    assert [e for i, e in enumerate(errors) if i != 7] == [None] * 9
+
+
+def _nested_map(n: int) -> list[int]:
+    return corepool.map(tasks.square, range(n), workers=2)
+
+
+def test_a_task_can_use_a_pool_of_its_own(start_method: str) -> None:
+    # An initializer keeps the outer workers from being parked: a parked
+    # worker would keep its own fork server for up to PARK_SECONDS, which
+    # the leak check counts as left behind.
+    with corepool.Pool(
+        2, start_method=start_method, initializer=tasks.set_state, initargs=("k", 1)
+    ) as pool:
+        assert pool.map(_nested_map, [3, 4]) == [[0, 1, 4], [0, 1, 4, 9]]

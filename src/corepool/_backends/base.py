@@ -122,5 +122,8 @@ class Backend(Protocol):
         """No chunk is running or queued anywhere."""
         ...
 
+    def abort(self, job_id: int) -> None:
+        """Stop the tasks of ``job_id`` that are running now; their loss is reported by ``wait``."""
+
     def shutdown(self, *, graceful: bool) -> None:
         """Stop every worker (politely first when ``graceful``) and release all resources."""

@@ -122,6 +122,12 @@ class LocalBackend:
     def task_budget(self, worker_id: int) -> int | None:
         return self._slots[worker_id].tasks_left
 
+    def abort(self, job_id: int) -> None:
+        for worker_id, slot in self._slots.items():
+            if slot.in_flight and slot.in_flight[0].job_id == job_id:
+                logger.debug("killing worker %d to cancel a running task", worker_id)
+                slot.process.kill()
+
     def is_idle(self) -> bool:
         return not any(slot.in_flight for slot in self._slots.values())
 

@@ -103,6 +103,11 @@ class Channel:
             received += count
         return buffer
 
+    def detach(self) -> None:
+        """Forget the socket without closing its descriptor (in a forked child)."""
+        self._outbox.clear()
+        self._sock.detach()
+
     @property
     def closed(self) -> bool:
         return self._sock.fileno() == -1

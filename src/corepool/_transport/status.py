@@ -19,7 +19,7 @@ import threading
 
 from corepool._protocol import STATUS_FIELDS, STATUS_IDLE
 
-__all__ = ["StatusBoard", "shared_board"]
+__all__ = ["StatusBoard", "forget_shared_board", "shared_board"]
 
 _FIELD_BYTES = 8
 # Slots of the parent's board: workers alive at once, all pools together.
@@ -91,6 +91,7 @@ class StatusBoard:
 
 _shared: StatusBoard | None = None
 _shared_lock = threading.Lock()
+_inherited: list[StatusBoard] = []  # kept, never closed: see forget_shared_board()
 
 
 def shared_board() -> StatusBoard:
@@ -100,3 +101,15 @@ def shared_board() -> StatusBoard:
         if _shared is None:
             _shared = StatusBoard(BOARD_SLOTS)
         return _shared
+
+
+def forget_shared_board() -> None:
+    """In a child made by ``os.fork()``: the board copied from the parent is not ours.
+
+    The copy is kept referenced, never closed: its descriptor number is the
+    one the child's own worker loop maps.
+    """
+    global _shared
+    if _shared is not None:
+        _inherited.append(_shared)
+    _shared = None
