@@ -119,3 +119,12 @@ def die_first_time(marker_dir: str, x: int) -> int:
         marker.touch()
         os.kill(os.getpid(), signal.SIGKILL)
     return x
+
+
+_hoard: list[bytes] = []
+
+
+def leak(x: int, megabytes: int = 40) -> int:
+    """Keep ``megabytes`` of memory for good, as leaky code does; return the worker's pid."""
+    _hoard.append(b"\1" * (megabytes * 2**20))
+    return os.getpid()

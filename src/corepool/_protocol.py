@@ -51,6 +51,7 @@ class WorkerConfig(NamedTuple):
     worker_id: int
     slot: int  # the worker's slot on the status board, for life
     parent_pid: int  # the worker exits when this process ends
+    max_memory_bytes: int | None  # ask to retire once resident memory passes this
     sys_path: list[str]
     initializer: bytes | None  # a pickled (callable, args) pair
 
@@ -124,3 +125,4 @@ class ChunkDone(NamedTuple):
     decode_s: float
     compute_s: float
     encode_s: float
+    over_memory: bool  # past max_memory_bytes: retire this worker once its chunks are done

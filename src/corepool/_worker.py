@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import resource
 import select
 import signal
 import sys
@@ -126,6 +127,8 @@ def _is_running(pid: int) -> bool:
 
 def _configure(conn: Connection, config: WorkerConfig) -> bool:
     """Apply a pool's configuration and run its initializer; tell the parent how it went."""
+    global _memory_limit
+    _memory_limit = config.max_memory_bytes
     sys.path[:] = config.sys_path + [p for p in sys.path if p not in config.sys_path]
     if config.initializer is not None:
         try:
@@ -332,7 +335,27 @@ def _encode_done(
         payload = dumps(results)
     start = time.perf_counter() if computed_at is None else computed_at
     encode_s = time.perf_counter() - start
-    return dumps(ChunkDone(chunk_id, payload, errors, decode_s, compute_s, encode_s))
+    return dumps(
+        ChunkDone(chunk_id, payload, errors, decode_s, compute_s, encode_s, _over_memory())
+    )
+
+
+_memory_limit: int | None = None
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak (``getrusage``)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _over_memory() -> bool:
+    return _memory_limit is not None and _resident_bytes() > _memory_limit
 
 
 def _unpicklable_result(result: object, exc: Exception) -> RemoteError:

@@ -7,6 +7,7 @@ than pasted into each signature's docstring.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ __all__ = [
     "StartMethod",
     "check_task_timeout",
     "default_workers",
+    "parse_bytes",
 ]
 
 StartMethod = Literal["fork", "forkserver", "spawn"]
@@ -39,6 +41,36 @@ def default_workers() -> int:
 def default_start_method() -> StartMethod:
     """``forkserver`` on Linux, ``spawn`` elsewhere (docs/architecture.md explains why)."""
     return "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_bytes(value: int | str, name: str) -> int:
+    """``"2GB"`` -> 2_000_000_000, ``"512MiB"`` -> 536_870_912; ints pass through."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)) and match[2].upper() in _UNITS:
+        size = int(float(match[1]) * _UNITS[match[2].upper()])
+    else:
+        raise ValueError(
+            f"{name} must be a number of bytes or a size such as '2GB' or '512MiB', got {value!r}"
+        )
+    if size < 1:
+        raise ValueError(f"{name} must be at least 1 byte, got {value!r}")
+    return size
 
 
 def check_task_timeout(value: float | None) -> None:
@@ -85,6 +117,11 @@ class PoolOptions:
             error then says how many attempts were made.
         retry_on: Exception types that a task may raise and then be retried
             for, within ``retries`` (``(ConnectionError,)``, say).
+        max_memory_per_worker: A worker whose resident memory passes this
+            after a chunk of tasks is retired and replaced, so leaky code runs
+            on in bounded memory. Bytes, or a string such as ``"2GB"`` or
+            ``"512MiB"``. ``None`` (the default) sets no limit. (On Linux the
+            current resident size is read; elsewhere the peak.)
     """
 
     workers: int | None = None
@@ -95,6 +132,7 @@ class PoolOptions:
     task_timeout: float | None = None
     retries: int = 0
     retry_on: tuple[type[BaseException], ...] = ()
+    max_memory_per_worker: int | str | None = None
 
     def __post_init__(self) -> None:
         _check_optional_count("workers", self.workers)
@@ -117,6 +155,15 @@ class PoolOptions:
             isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on
         ):
             raise TypeError(f"retry_on must be a tuple of exception types, got {self.retry_on!r}")
+        if self.max_memory_per_worker is not None:
+            parse_bytes(self.max_memory_per_worker, "max_memory_per_worker")
+
+    @property
+    def max_memory_bytes(self) -> int | None:
+        """``max_memory_per_worker`` in bytes, or ``None``."""
+        if self.max_memory_per_worker is None:
+            return None
+        return parse_bytes(self.max_memory_per_worker, "max_memory_per_worker")
 
     @property
     def resolved_workers(self) -> int:

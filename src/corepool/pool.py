@@ -58,6 +58,7 @@ class Pool(Executor):
         task_timeout: See ``PoolOptions``; each call may set its own.
         retries: See ``PoolOptions``.
         retry_on: See ``PoolOptions``.
+        max_memory_per_worker: See ``PoolOptions``.
 
     Raises:
         ValueError: An option is out of range.
@@ -78,6 +79,7 @@ class Pool(Executor):
         task_timeout: float | None = None,
         retries: int = 0,
         retry_on: tuple[type[BaseException], ...] = (),
+        max_memory_per_worker: int | str | None = None,
     ) -> None:
         self.options = PoolOptions(
             workers=workers,
@@ -88,6 +90,7 @@ class Pool(Executor):
             task_timeout=task_timeout,
             retries=retries,
             retry_on=retry_on,
+            max_memory_per_worker=max_memory_per_worker,
         )
         self._backend = LocalBackend(self.options)
         self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}")

@@ -628,3 +628,14 @@ def test_a_task_can_use_a_pool_of_its_own(start_method: str) -> None:
         2, start_method=start_method, initializer=tasks.set_state, initargs=("k", 1)
     ) as pool:
         assert pool.map(_nested_map, [3, 4]) == [[0, 1, 4], [0, 1, 4, 9]]
+
+
+def test_a_leaky_worker_is_retired_past_its_memory_limit(start_method: str) -> None:
+    with corepool.Pool(1, start_method=start_method, max_memory_per_worker="150MB") as pool:
+        pids = pool.map(fault_tasks.leak, range(12), chunksize=1)
+        # Each task keeps 40 MB: a worker passes 150 MB after at most 4 tasks
+        # (less with the fork server's larger start), runs the one chunk it
+        # already holds, and is replaced.
+        assert len(set(pids)) >= 3
+        assert max(pids.count(pid) for pid in set(pids)) <= 5
+        assert pool.map(tasks.square, range(10)) == [x * x for x in range(10)]

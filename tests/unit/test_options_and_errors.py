@@ -9,7 +9,7 @@ import pytest
 
 import corepool
 from corepool.errors import SerializationError, WorkerDied, signal_name
-from corepool.options import MapOptions, PoolOptions, default_workers
+from corepool.options import MapOptions, PoolOptions, default_workers, parse_bytes
 
 
 @pytest.mark.parametrize(
@@ -48,6 +48,21 @@ def test_pool_options_type_errors() -> None:
 def test_map_options_reject_bad_values(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         MapOptions(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [(1024, 1024), ("2GB", 2 * 10**9), ("512MiB", 512 * 2**20), ("1.5 kb", 1500), ("7", 7)],
+)
+def test_memory_sizes(value: int | str, size: int) -> None:
+    assert parse_bytes(value, "max_memory_per_worker") == size
+    assert PoolOptions(max_memory_per_worker=value).max_memory_bytes == size
+
+
+@pytest.mark.parametrize("value", ["lots", "2 parsecs", 0, -5, True])
+def test_bad_memory_sizes(value: object) -> None:
+    with pytest.raises(ValueError, match="max_memory_per_worker must be"):
+        PoolOptions(max_memory_per_worker=value)  # type: ignore[arg-type]
 
 
 def test_defaults_resolve() -> None:

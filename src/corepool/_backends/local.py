@@ -72,7 +72,11 @@ class LocalBackend:
         self._board = shared_board()
         # Workers of a pool with no per-worker setup can serve the next pool.
         self._park_key = (self._method, ())
-        self._parkable = options.initializer is None and options.max_tasks_per_worker is None
+        self._parkable = (
+            options.initializer is None
+            and options.max_tasks_per_worker is None
+            and options.max_memory_per_worker is None
+        )
         self._slots: dict[int, _Slot] = {}
         self._retiring: list[WorkerProcess] = []
         self._functions: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
@@ -105,7 +109,12 @@ class LocalBackend:
             process.slot = self._board.allocate()
             how = "started"
         config = WorkerConfig(
-            worker_id, process.slot, os.getpid(), list(sys.path), self._config_initializer
+            worker_id,
+            process.slot,
+            os.getpid(),
+            self.options.max_memory_bytes,
+            list(sys.path),
+            self._config_initializer,
         )
         process.conn.send(dumps(config))
         self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
@@ -270,6 +279,9 @@ class LocalBackend:
         if isinstance(message, ChunkDone):
             chunk = slot.in_flight.popleft()
             assert chunk.id == message.chunk_id, "a worker answers its chunks in order"
+            if message.over_memory:
+                logger.debug("worker %d passed max_memory_per_worker", worker_id)
+                slot.tasks_left = 0  # no new chunks; retired once those it holds are done
             if slot.tasks_left == 0 and not slot.in_flight:
                 self._retire(worker_id)
             busy_s = message.decode_s + message.compute_s + message.encode_s
