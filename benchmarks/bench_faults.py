@@ -1,8 +1,9 @@
 """How fast a caller hears of a crashed task, per start method; and that the pool goes on.
 
-For each fault (SIGKILL, segfault, os._exit, sys.exit, a plain exception),
-submit one faulty task to a warm 2-worker pool, time until its future holds
-the error, then check the pool still maps correctly. Prints median ms.
+For each fault (SIGKILL, segfault, os._exit, sys.exit, a plain exception, a
+hang past task_timeout), submit one faulty task to a warm 2-worker pool,
+time until its future holds the error (for the hang: from its deadline),
+then check the pool still maps correctly. Prints median ms.
 
     python benchmarks/bench_faults.py [--rounds 5]
 """
@@ -44,12 +45,20 @@ def raises(_: int) -> None:
     raise ValueError("bad item")
 
 
+def hangs(_: int) -> None:
+    time.sleep(60)
+
+
+TASK_TIMEOUT_S = 0.5
+
+
 FAULTS: dict[str, Callable[[int], None]] = {
     "SIGKILL": sigkill,
     "segfault": segfault,
     "os._exit": hard_exit,
     "sys.exit": soft_exit,
     "raise": raises,
+    "hang": hangs,  # past task_timeout: the figure is the time after the deadline
 }
 
 
@@ -60,14 +69,15 @@ def main() -> None:
     methods: tuple[StartMethod, ...] = ("forkserver", "spawn", "fork")
     print(f"median ms from submit to the error, {rounds} rounds, 2 workers")
     for method in methods:
-        with corepool.Pool(2, start_method=method) as pool:
+        with corepool.Pool(2, start_method=method, task_timeout=TASK_TIMEOUT_S) as pool:
             pool.map(abs, range(10))
             for name, fault in FAULTS.items():
                 latencies = []
                 for _ in range(rounds):
                     start = time.perf_counter()
                     error = pool.submit(fault, 0).exception()
-                    latencies.append(time.perf_counter() - start)
+                    late = TASK_TIMEOUT_S if fault is hangs else 0.0
+                    latencies.append(time.perf_counter() - start - late)
                     assert error is not None
                     assert pool.map(abs, range(-20, 0)) == list(range(20, 0, -1))
                 median_ms = statistics.median(latencies) * 1e3

@@ -128,3 +128,10 @@ def leak(x: int, megabytes: int = 40) -> int:
     """Keep ``megabytes`` of memory for good, as leaky code does; return the worker's pid."""
     _hoard.append(b"\1" * (megabytes * 2**20))
     return os.getpid()
+
+
+def interrupt_on(x: int, bad: int = 9) -> int:
+    """Raise KeyboardInterrupt inside the task, as if the task itself hit Ctrl-C."""
+    if x == bad:
+        raise KeyboardInterrupt
+    return x

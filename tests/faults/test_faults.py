@@ -198,6 +198,22 @@ _STOPPED = r"worker \d was stopped and replaced\.$"
 FAULTS = [
     pytest.param(
         Fault(
+            call=lambda pool, rx: pool.map(
+                fault_tasks.interrupt_on, range(20), return_exceptions=rx
+            ),
+            # Not re-raised as KeyboardInterrupt: the caller would take it for its own Ctrl-C.
+            error=corepool.WorkerDied,
+            match=_DIED
+            + r"exited with code 1 in task 9 of map\(interrupt_on\)\. "
+            + _EXITED.format(code=1),
+            expected=_TWENTY,
+            bad=9,
+            check=_died(9, None, 1),
+        ),
+        id="task-raises-keyboardinterrupt",
+    ),
+    pytest.param(
+        Fault(
             call=lambda pool, rx: pool.map(fault_tasks.hang_on, range(20), return_exceptions=rx),
             error=corepool.TaskTimeout,
             match=r"^task 3 of map\(hang_on\) passed task_timeout=0\.5s; " + _STOPPED,
