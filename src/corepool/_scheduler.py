@@ -143,8 +143,6 @@ class Job:
         self.cancelled = False
         self.in_flight = 0
         self.requeued: collections.deque[Chunk] = collections.deque()
-        self.busy_s = 0.0
-        self.tasks_done = 0
 
 
 class _State(enum.Enum):
@@ -161,6 +159,11 @@ class Scheduler:
         self._backend = backend
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        # Guards the wakeup pipe's closing: once closed, its numbers may be
+        # reused by anyone (a ProcessPoolExecutor's pipe, say), and a stray
+        # wake() must not write into that.
+        self._wake_lock = threading.Lock()
+        self._wake_closed = False
         self._incoming: collections.deque[Job] = collections.deque()
         self._cancelled: collections.deque[Job] = collections.deque()
         self._jobs: dict[int, Job] = {}
@@ -200,9 +203,11 @@ class Scheduler:
         self.wake()
 
     def wake(self) -> None:
-        # A full pipe means the scheduler is awake already; a closed one that it stopped.
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\0")
+        with self._wake_lock:
+            if self._wake_closed:
+                return
+            with contextlib.suppress(BlockingIOError):  # full: the scheduler is awake already
+                os.write(self._wake_w, b"\0")
 
     def close(self) -> None:
         """Finish every queued job, then stop the workers; idempotent."""
@@ -284,8 +289,10 @@ class Scheduler:
         try:
             self._backend.shutdown(graceful=graceful)
         finally:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            with self._wake_lock:
+                self._wake_closed = True
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     def _accept(self) -> None:
         while self._incoming:
@@ -462,8 +469,6 @@ class Scheduler:
             return
         job.in_flight -= 1
         job.chunker.observe(len(chunk), event.busy_s)
-        job.busy_s += event.busy_s
-        job.tasks_done += len(chunk)
         if not job.cancelled and _undecodable(event) and len(chunk) > 1:
             # One bad argument spoils the whole chunk's decoding: run each task
             # alone to learn which one it was.

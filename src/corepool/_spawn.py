@@ -93,10 +93,6 @@ class WorkerProcess:
         self.parked_at = 0.0
         _parent_only_fds.add(conn.fileno())
 
-    def wait_objects(self) -> list[object]:
-        """What the scheduler waits on: the connection, and the pidfd where there is one."""
-        return [self.conn] if self.sentinel is None else [self.conn, self.sentinel]
-
     def exitcode(self, timeout: float = 0.0) -> int | None:
         """The exit code, negative for a signal; ``None`` if unknown within ``timeout``."""
         deadline = time.monotonic() + timeout

@@ -19,7 +19,6 @@ from corepool.options import MapOptions, PoolOptions, StartMethod
 
 __all__ = ["Pool", "map"]
 
-T = TypeVar("T")
 R = TypeVar("R")
 
 # imap may run ahead of its consumer by this many chunks per worker, and no

@@ -283,3 +283,35 @@ def test_a_fork_in_another_thread_cannot_hang_worker_start() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_stopped_pool_never_writes_to_descriptors_it_closed() -> None:
+    """Its wakeup pipe's numbers get reused; a late terminate() must not write there.
+
+    (A dropped pool's finalizer once wrote a byte into a ProcessPoolExecutor's
+    wakeup pipe that had reused the number, and that executor hung.)
+    """
+    import gc
+    import select
+
+    pool = corepool.Pool(1)
+    closed_fd = pool._scheduler._wake_w
+    pool.close()
+    pool.join()
+    pipes = []
+    for _ in range(64):
+        pipes.append(os.pipe())
+        if closed_fd in pipes[-1]:
+            break
+    try:
+        assert any(closed_fd in pipe for pipe in pipes)
+        pool.terminate()
+        pool.close()
+        del pool
+        gc.collect()
+        readable, _, _ = select.select([r for r, _ in pipes], [], [], 0.1)
+        assert readable == []
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)

@@ -33,7 +33,6 @@ class Chunk:
         "mode",
         "stride",
         "timeout_s",
-        "worker_id",
     )
 
     def __init__(
@@ -55,7 +54,6 @@ class Chunk:
         self.items = items
         self.stride = stride  # tasks per status write: 1 means every task is tracked
         self.timeout_s = timeout_s  # each task's task_timeout, or None
-        self.worker_id = -1
         self.attempts = 0  # how many times a worker died holding it
 
     def __len__(self) -> int:

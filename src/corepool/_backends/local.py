@@ -93,10 +93,6 @@ class LocalBackend:
     def workers(self) -> int:
         return self._workers
 
-    @property
-    def pids(self) -> list[int]:
-        return [slot.process.pid for slot in self._slots.values()]
-
     def start(self) -> None:
         for worker_id in range(self._workers):
             self._start(worker_id)
@@ -159,7 +155,6 @@ class LocalBackend:
             items,
             forget,
         )
-        chunk.worker_id = worker_id
         slot.in_flight.append(chunk)
         if slot.tasks_left is not None:
             slot.tasks_left -= len(chunk)
