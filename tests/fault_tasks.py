@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 
 def segfault_on(x: int, bad: int = 3) -> int:
-    """Like ``tasks.segfault_on``, without the faulthandler dump a forked worker inherits.
+    """Crash with SIGSEGV on item ``bad``, without the faulthandler dump a forked worker inherits.
 
     pytest enables faulthandler; a worker forked from it would print its
     traceback on the terminal, past pytest's capture. The crash is the same
