@@ -135,3 +135,15 @@ def interrupt_on(x: int, bad: int = 9) -> int:
     if x == bad:
         raise KeyboardInterrupt
     return x
+
+
+def chaos(x: int) -> int:
+    """Every 97 items: SIGKILL on the 3rd, raise on the 5th, ``os._exit(3)`` on the 11th."""
+    kind = x % 97
+    if kind == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == 5:
+        raise ValueError(x)
+    if kind == 11:
+        os._exit(3)
+    return x * 2

@@ -498,7 +498,11 @@ class Scheduler:
         self._finish_if_done(job)
 
     def _subset(self, chunk: Chunk, positions: Sequence[int]) -> Chunk:
-        """A new chunk of the tasks of ``chunk`` at ``positions``."""
+        """A new chunk of the tasks of ``chunk`` at ``positions``.
+
+        A lone task gets stride 1: were it to kill its worker again, it must be
+        blamed, not split once more (which looped forever).
+        """
         return Chunk(
             next(self._chunk_ids),
             chunk.job_id,
@@ -506,19 +510,25 @@ class Scheduler:
             chunk.mode,
             [chunk.indices[p] for p in positions],
             [chunk.items[p] for p in positions],
-            chunk.stride,
+            chunk.stride if len(positions) > 1 else 1,
             chunk.timeout_s,
         )
 
     def _lost(self, event: WorkerLost) -> None:
-        for number, chunk in enumerate(event.chunks):
+        # Last first: each requeue goes to the front, so the chunks keep their order.
+        for number, chunk in reversed(list(enumerate(event.chunks))):
             job = self._jobs.get(chunk.job_id)
             if job is None:
                 continue
             job.in_flight -= 1
-            position = event.position if number == 0 else None
-            if not job.cancelled:
-                self._recover(job, chunk, position, event)
+            if job.cancelled:
+                pass
+            elif number == 0:
+                self._recover(job, chunk, event.position, event)
+            else:
+                # Queued behind the one that was running: it never started, so
+                # the loss is not its fault and does not count against it.
+                job.requeued.appendleft(chunk)
             self._finish_if_done(job)
 
     def _recover(self, job: Job, chunk: Chunk, position: int | None, event: WorkerLost) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +28,9 @@ LOOKAHEAD_CHUNKS_PER_WORKER = 4
 
 
 def _describe(call: str, fn: Callable[..., Any]) -> str:
+    """``map(resize)``: how error messages name a call. Partials are named by their function."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     return f"{call}({name})"
 

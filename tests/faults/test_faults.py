@@ -16,6 +16,7 @@ under each start method, and checks:
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import threading
@@ -301,6 +302,21 @@ FAULTS = [
             check=_died(7, "SIGKILL", -9),
         ),
         id="sigkill",
+    ),
+    pytest.param(
+        Fault(
+            # Tiny tasks run in strides (one status write per stride): the one
+            # at fault is found by running the dead stride's tasks one by one.
+            call=lambda pool, rx: pool.map(
+                functools.partial(tasks.sigkill_on, bad=4000), range(5000), return_exceptions=rx
+            ),
+            error=corepool.WorkerDied,
+            match=_DIED + r"got SIGKILL in task 4000 of map\(sigkill_on\)\.",
+            expected=range(5000),
+            bad=4000,
+            check=_died(4000, "SIGKILL", -9),
+        ),
+        id="sigkill-among-tiny-tasks",
     ),
     pytest.param(
         Fault(
