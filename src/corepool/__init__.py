@@ -16,6 +16,7 @@ from corepool.errors import (
 )
 from corepool.options import MapOptions, PoolOptions
 from corepool.pool import Pool, map
+from corepool.shared import SharedArray
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "PoolOptions",
     "RemoteTraceback",
     "SerializationError",
+    "SharedArray",
     "TaskTimeout",
     "WorkerDied",
     "__version__",

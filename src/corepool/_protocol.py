@@ -20,6 +20,7 @@ __all__ = [
     "ChunkDone",
     "ErrorSite",
     "InitFailed",
+    "Packed",
     "Park",
     "Ready",
     "RemoteError",
@@ -45,6 +46,16 @@ class CallMode(enum.IntEnum):
     CALL = 2  # fn(*args, **kwargs)      submit: item is (args, kwargs)
 
 
+class Packed(NamedTuple):
+    """A pickle whose large buffers travel as shared-memory segments (see _transport/buffers.py).
+
+    The segments' descriptors ride with the message that holds this.
+    """
+
+    data: bytes
+    kinds: bytes  # one byte per segment, in order: b"c" a copy, b"s" a shared segment
+
+
 class WorkerConfig(NamedTuple):
     """The first message a new worker receives, and the one that adopts a parked worker."""
 
@@ -54,6 +65,8 @@ class WorkerConfig(NamedTuple):
     max_memory_bytes: int | None  # ask to retire once resident memory passes this
     sys_path: list[str]
     initializer: bytes | None  # a pickled (callable, args) pair
+    buffer_threshold: int | None  # results' buffers this large go through shared memory
+    shared: Packed | None  # the pool's load-once objects: a dict for worker_state()
 
 
 class RunChunk(NamedTuple):
@@ -66,7 +79,7 @@ class RunChunk(NamedTuple):
     fn_id: int
     fn: bytes | None  # the pickled function, sent once per worker and function
     mode: CallMode
-    items: bytes  # the pickled list of task payloads
+    items: Packed  # the list of task payloads
     forget: tuple[int, ...]  # function ids the worker may drop
 
 
@@ -120,7 +133,7 @@ class ChunkDone(NamedTuple):
     """The results of a ``RunChunk``, with the worker's timings in seconds."""
 
     chunk_id: int
-    results: bytes  # the pickled list of results; None where errors has an entry
+    results: Packed  # the list of results; None where errors has an entry
     errors: dict[int, RemoteError] | None  # position in the chunk -> error
     decode_s: float
     compute_s: float

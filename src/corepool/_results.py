@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any, cast
 
 from corepool._scheduler import Delivery, Job, Scheduler
-from corepool._transport.pickling import loads, qualified_type_name
+from corepool._transport.pickling import qualified_type_name
 from corepool.errors import SerializationError
 from corepool.progress import ProgressBar
 
@@ -114,7 +114,7 @@ class ResultStream:
         assert delivery.payload is not None
         indices = delivery.indices
         try:
-            values: list[Any] = loads(delivery.payload)
+            values: list[Any] = delivery.payload.load()
         except Exception as exc:
             failure = SerializationError(
                 f"the results of tasks {indices[0]}..{indices[-1]} of {self._name} could not "
@@ -300,7 +300,7 @@ class FutureSink:
         else:
             assert delivery.payload is not None
             try:
-                result = loads(delivery.payload)[0]
+                result = delivery.payload.load()[0]
             except Exception as exc:
                 self.future.set_exception(exc)
             else:

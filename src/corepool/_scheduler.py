@@ -47,6 +47,7 @@ from corepool._backends.base import (
 )
 from corepool._chunking import Chunker
 from corepool._protocol import CallMode, ErrorSite, RemoteError
+from corepool._transport.buffers import Payload
 from corepool._transport.pickling import dumps, loads, qualified_type_name
 from corepool.errors import (
     InitializerError,
@@ -83,7 +84,7 @@ class Delivery(NamedTuple):
     """
 
     indices: Sequence[int]
-    payload: bytes | None = None  # the pickled results, one per index
+    payload: Payload | None = None  # the results, one per index
     errors: dict[int, BaseException] | None = None  # position in indices -> error
     failure: BaseException | None = None
     fatal: bool = False
@@ -304,7 +305,7 @@ class Scheduler:
             if job.stop_running and job.in_flight:
                 self._backend.abort(job.id)
             if job.in_flight == 0:
-                self._jobs.pop(job.id, None)
+                self._drop(job)
 
     def _dispatch(self) -> None:
         while True:
@@ -337,7 +338,7 @@ class Scheduler:
             job.started = True
             if not job.sink.start():
                 job.exhausted = job.cancelled = True
-                self._jobs.pop(job.id, None)
+                self._drop(job)
                 return False
         if job.lookahead is None:
             return True
@@ -446,13 +447,18 @@ class Scheduler:
             job.requeued.appendleft(chunk)
         self._finish_if_done(job)
 
+    def _drop(self, job: Job) -> None:
+        """Forget a job that is over; the backend lets go of what it kept for it."""
+        if self._jobs.pop(job.id, None) is not None:
+            self._backend.release(job.id)
+
     def _finish_if_done(self, job: Job) -> None:
         if job.cancelled:
             if job.in_flight == 0:
-                self._jobs.pop(job.id, None)
+                self._drop(job)
         elif job.exhausted and job.in_flight == 0 and not job.requeued:
             job.sink.deliver(Delivery(range(job.pulled), end=True))
-            self._jobs.pop(job.id, None)
+            self._drop(job)
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, ChunkFinished):
@@ -615,20 +621,20 @@ def _culprit_type(item: Any, mode: CallMode) -> str:
 
 def _without(
     indices: Sequence[int],
-    payload: bytes,
+    payload: Payload,
     errors: dict[int, BaseException],
     dropped: Sequence[int],
-) -> tuple[list[int], bytes, dict[int, BaseException]]:
+) -> tuple[list[int], Payload, dict[int, BaseException]]:
     """The results of a chunk less the tasks at ``dropped`` (they will be tried again).
 
     Unpickles and pickles the results again: only done when a task is retried.
     """
     keep = [p for p in range(len(indices)) if p not in set(dropped)]
-    values = loads(payload)
+    values = payload.load()
     renumber = {old: new for new, old in enumerate(keep)}
     return (
         [indices[p] for p in keep],
-        dumps([values[p] for p in keep]),
+        Payload.of([values[p] for p in keep]),
         {renumber[p]: error for p, error in errors.items() if p in renumber},
     )
 

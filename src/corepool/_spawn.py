@@ -166,7 +166,11 @@ def start_worker(
             pid, status_fd = _forkserver_for(preload).fork_worker(child_sock.fileno(), board_fd)
             child_sock.close()
             return WorkerProcess(
-                worker_id, pid, Channel(parent_sock), lambda: None, status_fd=status_fd
+                worker_id,
+                pid,
+                Channel(parent_sock, blocking=False),
+                lambda: None,
+                status_fd=status_fd,
             )
         if method == "spawn":
             pid = _spawn_python(
@@ -174,7 +178,9 @@ def start_worker(
                 [child_sock.fileno(), board_fd],
             )
             child_sock.close()
-            return WorkerProcess(worker_id, pid, Channel(parent_sock), partial(_poll_child, pid))
+            return WorkerProcess(
+                worker_id, pid, Channel(parent_sock, blocking=False), partial(_poll_child, pid)
+            )
         return _fork(worker_id, parent_sock, child_sock, board_fd)
     except BaseException:
         parent_sock.close()
@@ -191,7 +197,9 @@ def _fork(
         _forget_parent_state()
         _worker.serve_and_exit(child_sock.detach(), board_fd)
     child_sock.close()
-    return WorkerProcess(worker_id, pid, Channel(parent_sock), partial(_poll_child, pid))
+    return WorkerProcess(
+        worker_id, pid, Channel(parent_sock, blocking=False), partial(_poll_child, pid)
+    )
 
 
 def _forget_parent_state() -> None:

@@ -12,12 +12,12 @@ import os
 import resource
 import select
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
 from corepool._protocol import (
@@ -36,6 +36,8 @@ from corepool._protocol import (
     Stop,
     WorkerConfig,
 )
+from corepool._transport.buffers import open_segments, pack, unpack
+from corepool._transport.channel import Channel
 from corepool._transport.pickling import dumps, loads, qualified_type_name, remote_error
 from corepool._transport.status import StatusBoard
 
@@ -78,11 +80,13 @@ def serve(conn_fd: int, board_fd: int) -> int:
         conn_fd: This worker's end of its duplex connection to the parent.
         board_fd: The file descriptor of the parent's status board.
     """
-    conn = Connection(conn_fd)
+    conn = Channel(socket.socket(fileno=conn_fd), blocking=True)
     # Only the parent decides what Ctrl-C means: a terminal sends SIGINT to the
     # whole process group, and a worker dying of it would look like a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    config: WorkerConfig = loads(conn.recv_bytes())
+    message = conn.recv()
+    assert message is not None
+    config: WorkerConfig = loads(message.payload)
     board = StatusBoard(config.slot + 1, fd=board_fd)
     threading.Thread(
         target=_exit_with_parent,
@@ -90,7 +94,7 @@ def serve(conn_fd: int, board_fd: int) -> int:
         name="corepool-parent-watch",
         daemon=True,
     ).start()
-    if not _configure(conn, config):
+    if not _configure(conn, config, message.fds):
         return 1
     return _loop(conn, board.slot(config.slot))
 
@@ -125,45 +129,52 @@ def _is_running(pid: int) -> bool:
     return True
 
 
-def _configure(conn: Connection, config: WorkerConfig) -> bool:
+def _configure(conn: Channel, config: WorkerConfig, fds: list[int]) -> bool:
     """Apply a pool's configuration and run its initializer; tell the parent how it went."""
-    global _memory_limit
+    global _memory_limit, _buffer_threshold
     _memory_limit = config.max_memory_bytes
+    _buffer_threshold = config.buffer_threshold
     sys.path[:] = config.sys_path + [p for p in sys.path if p not in config.sys_path]
-    if config.initializer is not None:
-        try:
+    try:
+        if config.shared is not None:
+            buffers = open_segments(config.shared.kinds, fds, writable_copies=False)
+            _state.update(unpack(config.shared, buffers))
+        if config.initializer is not None:
             initializer, initargs = loads(config.initializer)
             initializer(*initargs)
-        except BaseException as exc:
-            conn.send_bytes(dumps(InitFailed(os.getpid(), remote_error(exc))))
-            return False
-    conn.send_bytes(dumps(Ready(os.getpid())))
+    except BaseException as exc:
+        conn.send(dumps(InitFailed(os.getpid(), remote_error(exc))))
+        return False
+    conn.send(dumps(Ready(os.getpid())))
     return True
 
 
-def _loop(conn: Connection, status: memoryview) -> int:
+def _loop(conn: Channel, status: memoryview) -> int:
     functions: dict[int, Callable[..., Any]] = {}
     while True:
         try:
-            data = conn.recv_bytes()
+            received = conn.recv()
         except (EOFError, OSError):
             return 0  # the parent is gone: nobody is left to read results
+        assert received is not None
         started = time.perf_counter()
-        message = loads(data)
+        message = loads(received.payload)
         if isinstance(message, RunChunk):
             for fn_id in message.forget:
                 functions.pop(fn_id, None)
-            conn.send_bytes(_run_chunk(message, functions, status, started))
+            done, fds = _run_chunk(message, received.fds, functions, status, started)
+            conn.send(done, fds)
         elif isinstance(message, Park):
             functions.clear()
             _state.clear()
             try:
-                if not conn.poll(message.timeout_s):
+                adoption = conn.recv(message.timeout_s)
+                if adoption is None:
                     return 0  # nobody adopted this worker: end quietly
-                config = loads(conn.recv_bytes())
+                config = loads(adoption.payload)
             except (EOFError, OSError):
                 return 0
-            if not (isinstance(config, WorkerConfig) and _configure(conn, config)):
+            if not (isinstance(config, WorkerConfig) and _configure(conn, config, adoption.fds)):
                 return 1
         else:
             assert isinstance(message, Stop)
@@ -172,17 +183,20 @@ def _loop(conn: Connection, status: memoryview) -> int:
 
 def _run_chunk(
     message: RunChunk,
+    fds: list[int],
     functions: dict[int, Callable[..., Any]],
     status: memoryview,
     started: float,
-) -> bytes:
+) -> tuple[bytes, list[int]]:
+    """Run a chunk; return its pickled ``ChunkDone`` and the descriptors to send with it."""
     count = message.tasks
     try:
+        buffers = open_segments(message.items.kinds, fds, writable_copies=False)
         fn = functions.get(message.fn_id)
         if fn is None:
             assert message.fn is not None, "the parent sends each function once per worker"
             fn = functions[message.fn_id] = loads(message.fn)
-        items = loads(message.items)
+        items = unpack(message.items, buffers)
     except Exception as exc:
         error = remote_error(exc, ErrorSite.ARGUMENTS)
         return _encode_done(message.chunk_id, [None] * count, dict.fromkeys(range(count), error))
@@ -320,10 +334,13 @@ def _encode_done(
     decode_s: float = 0.0,
     compute_s: float = 0.0,
     computed_at: float | None = None,
-) -> bytes:
-    """Pickle the results; a result that will not pickle becomes that task's error."""
+) -> tuple[bytes, list[int]]:
+    """Pickle the results (large buffers into segments) and the ``ChunkDone`` around them.
+
+    A result that will not pickle becomes that task's error.
+    """
     try:
-        payload = dumps(results)
+        packed, fds = pack(results, _buffer_threshold)
     except Exception:
         errors = dict(errors or {})
         for position, result in enumerate(results):
@@ -332,14 +349,14 @@ def _encode_done(
             except Exception as exc:
                 errors[position] = _unpicklable_result(result, exc)
                 results[position] = None
-        payload = dumps(results)
+        packed, fds = pack(results, _buffer_threshold)
     start = time.perf_counter() if computed_at is None else computed_at
     encode_s = time.perf_counter() - start
-    return dumps(
-        ChunkDone(chunk_id, payload, errors, decode_s, compute_s, encode_s, _over_memory())
-    )
+    done = ChunkDone(chunk_id, packed, errors, decode_s, compute_s, encode_s, _over_memory())
+    return dumps(done), fds
 
 
+_buffer_threshold: int | None = None
 _memory_limit: int | None = None
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -122,6 +122,18 @@ class PoolOptions:
             on in bounded memory. Bytes, or a string such as ``"2GB"`` or
             ``"512MiB"``. ``None`` (the default) sets no limit. (On Linux the
             current resident size is read; elsewhere the peak.)
+        shared: Large read-only objects that every task needs (a model, a
+            lookup table, a DataFrame), by name. They are pickled once, their
+            large buffers put in shared memory once, and each worker loads
+            them once when it starts; tasks read them from
+            ``corepool.worker_state()[name]`` instead of receiving them with
+            every task. Arrays among them are read-only in workers.
+        buffer_threshold: Buffers of this many bytes or more (numpy arrays,
+            ``bytearray``, ``memoryview``, anything pickle can take out of
+            band) travel between the parent and workers through shared
+            memory, copied once, instead of through the connection. Bytes, or
+            a string such as ``"1MiB"`` (the default); ``None`` sends
+            everything through the connection.
     """
 
     workers: int | None = None
@@ -133,6 +145,8 @@ class PoolOptions:
     retries: int = 0
     retry_on: tuple[type[BaseException], ...] = ()
     max_memory_per_worker: int | str | None = None
+    shared: Mapping[str, Any] | None = None
+    buffer_threshold: int | str | None = "1MiB"
 
     def __post_init__(self) -> None:
         _check_optional_count("workers", self.workers)
@@ -157,6 +171,15 @@ class PoolOptions:
             raise TypeError(f"retry_on must be a tuple of exception types, got {self.retry_on!r}")
         if self.max_memory_per_worker is not None:
             parse_bytes(self.max_memory_per_worker, "max_memory_per_worker")
+        if self.buffer_threshold is not None:
+            parse_bytes(self.buffer_threshold, "buffer_threshold")
+        if self.shared is not None and not (
+            isinstance(self.shared, Mapping) and all(isinstance(k, str) for k in self.shared)
+        ):
+            raise TypeError(
+                "shared must be a mapping of names (str) to objects, "
+                f"got {type(self.shared).__name__}"
+            )
 
     @property
     def max_memory_bytes(self) -> int | None:
@@ -164,6 +187,13 @@ class PoolOptions:
         if self.max_memory_per_worker is None:
             return None
         return parse_bytes(self.max_memory_per_worker, "max_memory_per_worker")
+
+    @property
+    def buffer_threshold_bytes(self) -> int | None:
+        """``buffer_threshold`` in bytes, or ``None``."""
+        if self.buffer_threshold is None:
+            return None
+        return parse_bytes(self.buffer_threshold, "buffer_threshold")
 
     @property
     def resolved_workers(self) -> int:

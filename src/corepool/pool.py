@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future
 from functools import partial
 from types import TracebackType
@@ -62,6 +62,9 @@ class Pool(Executor):
         retries: See ``PoolOptions``.
         retry_on: See ``PoolOptions``.
         max_memory_per_worker: See ``PoolOptions``.
+        shared: See ``PoolOptions``: objects every worker loads once, read
+            with ``corepool.worker_state()[name]``.
+        buffer_threshold: See ``PoolOptions``.
 
     Raises:
         ValueError: An option is out of range.
@@ -83,6 +86,8 @@ class Pool(Executor):
         retries: int = 0,
         retry_on: tuple[type[BaseException], ...] = (),
         max_memory_per_worker: int | str | None = None,
+        shared: Mapping[str, Any] | None = None,
+        buffer_threshold: int | str | None = "1MiB",
     ) -> None:
         self.options = PoolOptions(
             workers=workers,
@@ -94,6 +99,8 @@ class Pool(Executor):
             retries=retries,
             retry_on=retry_on,
             max_memory_per_worker=max_memory_per_worker,
+            shared=shared,
+            buffer_threshold=buffer_threshold,
         )
         self._backend = LocalBackend(self.options)
         self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}")

@@ -119,6 +119,7 @@ def test_public_api_is_pinned() -> None:
         "PoolOptions",
         "RemoteTraceback",
         "SerializationError",
+        "SharedArray",
         "TaskTimeout",
         "WorkerDied",
         "__version__",

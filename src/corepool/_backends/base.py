@@ -1,6 +1,6 @@
 """The contract between the scheduler and a backend, and the events a backend reports.
 
-Runs in the parent. Imports ``_protocol`` and nothing above it.
+Runs in the parent. Imports ``_protocol`` and ``_transport``, nothing above them.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from corepool._protocol import CallMode, RemoteError
+from corepool._transport.buffers import Payload
 
 __all__ = [
     "Backend",
@@ -61,10 +62,10 @@ class Chunk:
 
 
 class ChunkFinished(NamedTuple):
-    """A chunk ran to its end; ``payload`` holds its pickled results."""
+    """A chunk ran to its end; ``payload`` holds its results."""
 
     chunk: Chunk
-    payload: bytes
+    payload: Payload
     errors: dict[int, RemoteError] | None
     busy_s: float  # the worker's time on it: decode + compute + encode
 
@@ -119,6 +120,9 @@ class Backend(Protocol):
     def is_idle(self) -> bool:
         """No chunk is running or queued anywhere."""
         ...
+
+    def release(self, job_id: int) -> None:
+        """The job is over: let go of whatever was kept for it (copies of its arguments)."""
 
     def abort(self, job_id: int) -> None:
         """Stop the tasks of ``job_id`` that are running now; their loss is reported by ``wait``."""

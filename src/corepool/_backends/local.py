@@ -22,6 +22,7 @@ from corepool._backends.base import Chunk, ChunkFinished, Event, InitializerFail
 from corepool._protocol import (
     ChunkDone,
     InitFailed,
+    Packed,
     Park,
     Ready,
     RunChunk,
@@ -29,6 +30,7 @@ from corepool._protocol import (
     WorkerConfig,
 )
 from corepool._spawn import PARK_SECONDS, WorkerProcess, adopt, park, start_worker
+from corepool._transport.buffers import Payload, SegmentCache, open_segments, pack
 from corepool._transport.pickling import dumps, dumps_function, loads
 from corepool._transport.status import shared_board
 from corepool.errors import PoolError
@@ -88,6 +90,14 @@ class LocalBackend:
         self._config_initializer = (
             dumps((options.initializer, options.initargs)) if options.initializer else None
         )
+        self._threshold = options.buffer_threshold_bytes
+        # Load-once objects: pickled once, their buffers put in segments once;
+        # each worker maps the same segments.
+        self._shared: Packed | None = None
+        self._shared_fds: list[int] = []
+        if options.shared:
+            self._shared, self._shared_fds = pack(dict(options.shared), self._threshold)
+        self._segment_caches: dict[int, SegmentCache] = {}
 
     @property
     def workers(self) -> int:
@@ -111,8 +121,10 @@ class LocalBackend:
             self.options.max_memory_bytes,
             list(sys.path),
             self._config_initializer,
+            self._threshold,
+            self._shared,
         )
-        process.conn.send(dumps(config))
+        process.conn.send(dumps(config), [os.dup(fd) for fd in self._shared_fds])
         self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
         logger.debug("worker %d %s, pid %d (%s)", worker_id, how, process.pid, self._method)
 
@@ -136,10 +148,23 @@ class LocalBackend:
     def is_idle(self) -> bool:
         return not any(slot.in_flight for slot in self._slots.values())
 
+    def release(self, job_id: int) -> None:
+        cache = self._segment_caches.pop(job_id, None)
+        if cache is not None:
+            cache.close()
+
     def send(self, worker_id: int, chunk: Chunk) -> None:
         slot = self._slots[worker_id]
-        items = dumps(chunk.items)  # first: if an item will not pickle, nothing has changed
-        fn_id, fn_payload = self._function_id(chunk.fn)
+        cache = self._segment_caches.get(chunk.job_id)
+        if cache is None:
+            cache = self._segment_caches[chunk.job_id] = SegmentCache()
+        # First: if an item will not pickle, nothing has changed.
+        items, fds = pack(chunk.items, self._threshold, cache)
+        try:
+            fn_id, fn_payload = self._function_id(chunk.fn)
+        except BaseException:
+            _close_all(fds)
+            raise
         forget = tuple(fid for fid in self._forgotten if fid in slot.known_fns)
         slot.known_fns.difference_update(forget)
         first_time = fn_id not in slot.known_fns
@@ -158,7 +183,7 @@ class LocalBackend:
         slot.in_flight.append(chunk)
         if slot.tasks_left is not None:
             slot.tasks_left -= len(chunk)
-        _send_quietly(slot.process, dumps(message))
+        _send_quietly(slot.process, dumps(message), fds)
 
     def _function_id(self, fn: Any) -> tuple[int, bytes]:
         """The pool-wide id of ``fn`` and its pickle, made once and remembered."""
@@ -254,24 +279,29 @@ class LocalBackend:
         """Read all that ``worker_id`` sent; report its death once it is drained."""
         slot = self._slots[worker_id]
         events: list[Event] = []
-        conn = slot.process.conn
         try:
-            while conn.poll():
-                event = self._handle_message(worker_id, loads(conn.recv()))
-                if event is not None:
-                    events.append(event)
-                    if isinstance(event, InitializerFailed):
-                        return events
+            messages = slot.process.conn.receive()
         except (EOFError, OSError):
+            messages = None
+        for message in messages or ():
+            event = self._handle_message(worker_id, loads(message.payload), message.fds)
+            if event is not None:
+                events.append(event)
+                if isinstance(event, InitializerFailed):
+                    return events
+        if messages is None:
             events.append(self._worker_lost(worker_id))
             return events
         if slot.process.sentinel is not None and not slot.process.is_alive():
             events.append(self._worker_lost(worker_id))
         return events
 
-    def _handle_message(self, worker_id: int, message: object) -> Event | None:
+    def _handle_message(self, worker_id: int, message: object, fds: list[int]) -> Event | None:
         slot = self._slots[worker_id]
+        if fds and not isinstance(message, ChunkDone):
+            _close_all(fds)  # only results come with segments
         if isinstance(message, ChunkDone):
+            buffers = open_segments(message.results.kinds, fds, writable_copies=True)
             chunk = slot.in_flight.popleft()
             assert chunk.id == message.chunk_id, "a worker answers its chunks in order"
             if message.over_memory:
@@ -280,7 +310,7 @@ class LocalBackend:
             if slot.tasks_left == 0 and not slot.in_flight:
                 self._retire(worker_id)
             busy_s = message.decode_s + message.compute_s + message.encode_s
-            return ChunkFinished(chunk, message.results, message.errors, busy_s)
+            return ChunkFinished(chunk, Payload(message.results, buffers), message.errors, busy_s)
         if isinstance(message, Ready):
             slot.ready = True
             self._start_failures = 0
@@ -352,12 +382,21 @@ class LocalBackend:
         for process in processes:
             process.close()
             self._board.release(process.slot)
+        for job_id in list(self._segment_caches):
+            self.release(job_id)
+        _close_all(self._shared_fds)
+        self._shared_fds = []
 
 
-def _send_quietly(process: WorkerProcess, payload: bytes) -> None:
-    """Queue a message; a dead worker is noticed by ``wait``, not here."""
+def _send_quietly(process: WorkerProcess, payload: bytes, fds: list[int] | None = None) -> None:
+    """Queue a message (the channel takes ``fds``); a dead worker is noticed by ``wait``."""
     with contextlib.suppress(OSError):
-        process.conn.send(payload)
+        process.conn.send(payload, fds or ())
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _flush_quietly(process: WorkerProcess) -> None:

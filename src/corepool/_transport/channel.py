@@ -1,45 +1,81 @@
-"""The parent's end of a worker connection: framed messages, writes that never block.
+"""Framed messages with file descriptors attached, over a connected Unix stream socket.
 
-Runs in the parent, in the scheduler thread. A worker answers with a blocking
-write and reads its next chunk only after that; if the parent also blocked
-writing a large chunk to it, both would wait for each other forever once the
-socket buffers filled. So the parent queues what it sends and writes only
-what the socket takes now (``MSG_DONTWAIT``), and the scheduler waits for
-the socket to become writable while a message is pending.
+Both ends of a worker connection use it. The parent runs it non-blocking, in
+the scheduler thread: a worker answers with a blocking write and reads its
+next chunk only after that, so if the parent also blocked writing a large
+chunk to it, both would wait for each other forever once the socket buffers
+filled; and a read that waited for the rest of a message would hang the
+scheduler if the worker stopped half-way. So the parent queues what it sends
+and writes only what the socket takes now, and reads only what has arrived,
+keeping partial messages until they are whole. A worker runs it blocking.
 
-The framing is that of ``multiprocessing.connection.Connection``, which the
-worker uses: a 4-byte big-endian length (``-1`` then 8 bytes for messages of
-2 GiB and more), then the bytes.
+A frame is a 12-byte header (payload size as uint64, descriptor count as
+uint32) and the payload. Descriptors (shared-memory segments, see
+``buffers.py``) travel as ``SCM_RIGHTS`` ancillary data with the first bytes
+of the send that carries their frame, so they arrive no later than the
+frame's first byte; the reader keeps them in arrival order and hands each
+frame as many as its header declares. A message carries at most
+``MAX_FDS`` descriptors, the kernel's limit for one send.
 """
 
 from __future__ import annotations
 
+import array
 import collections
 import itertools
+import os
 import select
 import socket
 import struct
+from typing import NamedTuple
 
-__all__ = ["Channel", "recv_exactly"]
+__all__ = ["MAX_FDS", "Channel", "Message", "recv_exactly"]
 
-_SIZE = struct.Struct("!i")
-_LARGE_SIZE = struct.Struct("!Q")
-_LARGE = 0x7FFFFFFF
+_HEADER = struct.Struct("!QI")
+MAX_FDS = 250  # the kernel accepts 253 per sendmsg (SCM_MAX_FD)
+_FD_SIZE = array.array("i").itemsize
+_ANCILLARY_SIZE = socket.CMSG_SPACE(MAX_FDS * _FD_SIZE)
+_RECV_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+_BATCH = 64  # buffers per sendmsg
 
 
-def _header(size: int) -> bytes:
-    if size > _LARGE:
-        return _SIZE.pack(-1) + _LARGE_SIZE.pack(size)
-    return _SIZE.pack(size)
+class Message(NamedTuple):
+    """One frame: its payload and the descriptors that came with it (the receiver owns them)."""
+
+    payload: bytearray
+    fds: list[int]
+
+
+class _Pending:
+    """A part of a queued frame; the header part carries the frame's descriptors."""
+
+    __slots__ = ("data", "fds")
+
+    def __init__(self, data: memoryview, fds: list[int]) -> None:
+        self.data = data
+        self.fds = fds
 
 
 class Channel:
-    """Framed messages over a connected stream socket."""
+    """One end of a worker connection.
 
-    def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(True)
+    Args:
+        sock: A connected ``AF_UNIX`` stream socket; the channel owns it.
+        blocking: ``False`` in the parent (``send`` queues, ``receive``
+            returns what is whole now); ``True`` in a worker (``send`` and
+            ``recv`` wait).
+    """
+
+    def __init__(self, sock: socket.socket, *, blocking: bool) -> None:
+        sock.setblocking(blocking)
         self._sock = sock
-        self._outbox: collections.deque[memoryview] = collections.deque()
+        self._blocking = blocking
+        self._outbox: collections.deque[_Pending] = collections.deque()
+        self._fds_in: collections.deque[int] = collections.deque()
+        self._header = bytearray(_HEADER.size)
+        self._payload: bytearray | None = None
+        self._fd_count = 0
+        self._got = 0
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -48,73 +84,167 @@ class Channel:
     def has_pending_output(self) -> bool:
         return bool(self._outbox)
 
-    def send(self, payload: bytes) -> None:
-        """Queue ``payload`` and write as much of it as the socket takes now."""
-        self._outbox.append(memoryview(_header(len(payload))))
-        self._outbox.append(memoryview(payload))
-        self.flush()
-
-    def flush(self) -> None:
-        """Write queued bytes until the socket would block.
-
-        Raises:
-            OSError: The peer is gone (``BrokenPipeError``, ``ConnectionResetError``).
-        """
-        while self._outbox:
-            try:
-                sent = self._sock.sendmsg(
-                    list(itertools.islice(self._outbox, 64)), [], socket.MSG_DONTWAIT
-                )
-            except BlockingIOError:
-                return
-            while sent:
-                head = self._outbox[0]
-                if sent >= len(head):
-                    sent -= len(head)
-                    self._outbox.popleft()
-                else:
-                    self._outbox[0] = head[sent:]
-                    sent = 0
-
-    def poll(self) -> bool:
-        """Whether a message (or EOF) can be read now."""
-        readable, _, _ = select.select([self._sock], [], [], 0)
-        return bool(readable)
-
-    def recv(self) -> bytearray:
-        """Read one whole message, blocking until it has arrived.
-
-        Raises:
-            EOFError: The peer closed its end (the worker ended).
-        """
-        size = _SIZE.unpack(self._read(_SIZE.size))[0]
-        if size == -1:
-            size = _LARGE_SIZE.unpack(self._read(_LARGE_SIZE.size))[0]
-        return self._read(size)
-
-    def _read(self, size: int) -> bytearray:
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        received = 0
-        while received < size:
-            count = self._sock.recv_into(view[received:])
-            if count == 0:
-                raise EOFError("the worker closed its connection")
-            received += count
-        return buffer
-
-    def detach(self) -> None:
-        """Forget the socket without closing its descriptor (in a forked child)."""
-        self._outbox.clear()
-        self._sock.detach()
-
     @property
     def closed(self) -> bool:
         return self._sock.fileno() == -1
 
-    def close(self) -> None:
+    # -- sending -------------------------------------------------------------
+
+    def send(self, payload: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
+        """Send ``payload`` with ``fds``, which the channel now owns and closes once sent.
+
+        Non-blocking: queue the frame and write as much as the socket takes
+        now. Blocking: return once the whole frame is written.
+
+        Raises:
+            OSError: The peer is gone (``BrokenPipeError``, ``ConnectionResetError``).
+        """
+        if len(fds) > MAX_FDS:
+            _close_all(fds)
+            raise ValueError(f"a message carries at most {MAX_FDS} descriptors, not {len(fds)}")
+        self._outbox.append(_Pending(memoryview(_HEADER.pack(len(payload), len(fds))), list(fds)))
+        self._outbox.append(_Pending(memoryview(payload), []))
+        if self._blocking:
+            self._flush_blocking()
+        else:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write queued bytes until the socket would block (non-blocking channels).
+
+        Raises:
+            OSError: The peer is gone.
+        """
+        while self._outbox:
+            try:
+                sent = self._send_batch(socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            self._consume(sent)
+
+    def _flush_blocking(self) -> None:
+        while self._outbox:
+            self._consume(self._send_batch(0))
+
+    def _send_batch(self, flags: int) -> int:
+        """One ``sendmsg`` of the queue's head; the descriptors of its frames go with it."""
+        batch: list[memoryview] = []
+        fds: list[int] = []
+        for part in itertools.islice(self._outbox, _BATCH):
+            if part.fds and batch and len(fds) + len(part.fds) > MAX_FDS:
+                break
+            batch.append(part.data)
+            fds.extend(part.fds)
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        sent = self._sock.sendmsg(batch, ancillary, flags)
+        if fds:  # sent with the first byte: the peer has its copies now
+            for part in itertools.islice(self._outbox, len(batch)):
+                _close_all(part.fds)
+                part.fds = []
+        return sent
+
+    def _consume(self, sent: int) -> None:
+        while sent:
+            head = self._outbox[0]
+            if sent >= len(head.data):
+                sent -= len(head.data)
+                self._outbox.popleft()
+            else:
+                head.data = head.data[sent:]
+                sent = 0
+
+    # -- receiving -----------------------------------------------------------
+
+    def receive(self) -> list[Message]:
+        """Every message that has arrived whole, without waiting (non-blocking channels).
+
+        Raises:
+            EOFError: The peer closed its end; the messages that arrived
+                whole before that were returned by earlier calls.
+            OSError: The connection broke (``ConnectionResetError``), likewise.
+        """
+        messages: list[Message] = []
+        while True:
+            try:
+                message = self._read_frame()
+            except BlockingIOError:
+                return messages
+            except (EOFError, OSError):
+                # The end (or ECONNRESET: the peer left unread data behind) is
+                # seen again on the next call; first hand over what came before.
+                if messages:
+                    return messages
+                raise
+            messages.append(message)
+
+    def recv(self, timeout: float | None = None) -> Message | None:
+        """Wait for the next message (blocking channels); ``None`` if ``timeout`` passes first.
+
+        Raises:
+            EOFError: The peer closed its end.
+        """
+        if timeout is not None and self._payload is None and self._got == 0:
+            readable, _, _ = select.select([self._sock], [], [], timeout)
+            if not readable:
+                return None
+        return self._read_frame()
+
+    def _read_frame(self) -> Message:
+        if self._payload is None:
+            while self._got < _HEADER.size:
+                self._got += self._read_into(memoryview(self._header)[self._got :])
+            size, self._fd_count = _HEADER.unpack(self._header)
+            self._payload = bytearray(size)
+            self._got = 0
+        payload = self._payload
+        while self._got < len(payload):
+            self._got += self._read_into(memoryview(payload)[self._got :])
+        if len(self._fds_in) < self._fd_count:
+            raise ConnectionError(
+                f"a message declared {self._fd_count} descriptors but "
+                f"{len(self._fds_in)} arrived: the peer does not speak this protocol"
+            )
+        fds = [self._fds_in.popleft() for _ in range(self._fd_count)]
+        self._payload = None
+        self._got = 0
+        return Message(payload, fds)
+
+    def _read_into(self, view: memoryview) -> int:
+        count, ancillary, flags, _ = self._sock.recvmsg_into([view], _ANCILLARY_SIZE, _RECV_FLAGS)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[: len(data) - len(data) % _FD_SIZE])
+                self._fds_in.extend(fds)
+                if not _RECV_FLAGS:
+                    for fd in fds:
+                        os.set_inheritable(fd, False)
+        if flags & socket.MSG_CTRUNC:
+            raise ConnectionError("descriptors were lost in transit (MSG_CTRUNC)")
+        if count == 0:
+            raise EOFError("the peer closed its connection")
+        return count
+
+    # -- ending --------------------------------------------------------------
+
+    def detach(self) -> None:
+        """Forget the socket without closing its descriptor (in a forked child)."""
         self._outbox.clear()
+        self._fds_in.clear()
+        self._sock.detach()
+
+    def close(self) -> None:
+        for part in self._outbox:
+            _close_all(part.fds)
+        self._outbox.clear()
+        _close_all(self._fds_in)
+        self._fds_in.clear()
         self._sock.close()
+
+
+def _close_all(fds: collections.abc.Iterable[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def recv_exactly(sock: socket.socket, size: int) -> bytes:

@@ -16,10 +16,10 @@ import cloudpickle
 
 from corepool._protocol import ErrorSite, RemoteError
 
-__all__ = ["PROTOCOL", "dumps", "dumps_function", "loads", "remote_error"]
+__all__ = ["MAIN_REFERENCE", "PROTOCOL", "dumps", "dumps_function", "loads", "remote_error"]
 
 PROTOCOL = 5
-_MAIN_REFERENCE = b"__main__"
+MAIN_REFERENCE = b"__main__"  # in a pickle: something workers would look up in __main__
 
 loads = pickle.loads
 
@@ -32,7 +32,7 @@ def dumps(obj: Any) -> bytes:
         return bytes(cloudpickle.dumps(obj, PROTOCOL))
     # A reference to __main__ cannot be resolved by a worker: resend by value.
     # The check is a byte search, far cheaper than the pickling itself.
-    if _MAIN_REFERENCE in data:
+    if MAIN_REFERENCE in data:
         return bytes(cloudpickle.dumps(obj, PROTOCOL))
     return data
 

@@ -13,11 +13,10 @@ be left behind in ``/dev/shm`` whatever happens to either side.
 from __future__ import annotations
 
 import mmap
-import os
-import tempfile
 import threading
 
 from corepool._protocol import STATUS_FIELDS, STATUS_IDLE
+from corepool._transport.buffers import anonymous_file
 
 __all__ = ["StatusBoard", "forget_shared_board", "shared_board"]
 
@@ -27,23 +26,13 @@ _FIELD_BYTES = 8
 BOARD_SLOTS = 16_384
 
 
-def _anonymous_file(size_bytes: int) -> int:
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("corepool-status", os.MFD_CLOEXEC)
-    else:
-        with tempfile.TemporaryFile() as handle:
-            fd = os.dup(handle.fileno())
-    os.ftruncate(fd, size_bytes)
-    return fd
-
-
 class StatusBoard:
     """One status slot per worker id, in memory shared by parent and workers."""
 
     def __init__(self, slots: int, fd: int | None = None) -> None:
         self.slots = slots
         size_bytes = max(1, slots) * STATUS_FIELDS * _FIELD_BYTES
-        self.fd = _anonymous_file(size_bytes) if fd is None else fd
+        self.fd = anonymous_file("corepool-status", size_bytes) if fd is None else fd
         self._map = mmap.mmap(self.fd, size_bytes)
         self._fields = memoryview(self._map).cast("q")
         self._lock = threading.Lock()
