@@ -81,3 +81,41 @@ class UnpickleCounter:
 
     def __call__(self, _: Any) -> int:
         return _unpickled
+
+
+def is_writable(array: Any) -> bool:
+    """Whether a task may write into the array it received."""
+    return bool(array.flags.writeable)
+
+
+def try_to_write(array: Any) -> str:
+    """Write into a received array; return what happened."""
+    try:
+        array[0] = 1
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+    return "written"
+
+
+def fill_slice(out: Any, start: int, stop: int, value: float) -> int:
+    """Write ``value`` into ``out[start:stop]`` (a SharedArray) and return the count."""
+    out[start:stop] = value
+    return stop - start
+
+
+def shared_array_of(size: int, value: int) -> Any:
+    """A new SharedArray made in a worker, filled with ``value``."""
+    made = corepool.SharedArray.zeros(size, "int64")
+    made[:] = value
+    return made
+
+
+def state_item_info(key: str) -> tuple[int, int, bool, float]:
+    """``(pid, id, writable, sum)`` of the shared object ``key`` as this worker sees it."""
+    value = corepool.worker_state()[key]
+    return os.getpid(), id(value), bool(value.flags.writeable), float(value.sum())
+
+
+def sigkill_with(array: Any) -> None:
+    """Die by SIGKILL holding a large argument."""
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -14,6 +14,7 @@ the memory is never copied. It needs numpy (``pip install
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +28,13 @@ __all__ = ["SharedArray"]
 
 
 def _numpy() -> Any:
+    """numpy, imported on first use: corepool itself does not need it."""
     try:
-        import numpy
+        return importlib.import_module("numpy")
     except ImportError:
         raise ImportError(
             "corepool.SharedArray needs numpy: pip install 'corepool[numpy]'"
         ) from None
-    return numpy
 
 
 class SharedArray:
@@ -63,15 +64,13 @@ class SharedArray:
 
     def __init__(self, memory: memoryview, shape: tuple[int, ...], dtype: npt.DTypeLike) -> None:
         """Internal: use ``SharedArray.zeros`` or ``SharedArray.from_array``."""
-        np = _numpy()
+        numpy = _numpy()
         self._memory = memory
-        dtype = np.dtype(dtype)
         count = 1
         for length in shape:
             count *= length
-        self.array: np.ndarray[Any, Any] = np.frombuffer(memory, dtype=dtype, count=count).reshape(
-            shape
-        )
+        flat = numpy.frombuffer(memory, dtype=numpy.dtype(dtype), count=count)
+        self.array: np.ndarray[Any, Any] = flat.reshape(shape)
 
     @classmethod
     def zeros(cls, shape: int | tuple[int, ...], dtype: npt.DTypeLike = float) -> SharedArray:
@@ -79,16 +78,16 @@ class SharedArray:
 
         Raises:
             ImportError: numpy is not installed.
+            TypeError: ``dtype`` holds Python objects, which cannot be shared.
         """
-        np = _numpy()
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        dtype = np.dtype(dtype)
-        if dtype.hasobject:
-            raise TypeError(f"a SharedArray holds plain values; dtype {dtype} holds objects")
-        size = dtype.itemsize
+        kind: np.dtype[Any] = _numpy().dtype(dtype)
+        if kind.hasobject:
+            raise TypeError(f"a SharedArray holds plain values; dtype {kind} holds objects")
+        size = kind.itemsize
         for length in shape:
             size *= length
-        return cls(new_shared_segment(size), shape, dtype)
+        return cls(new_shared_segment(size), shape, kind)
 
     @classmethod
     def from_array(cls, array: npt.ArrayLike) -> SharedArray:
@@ -100,14 +99,18 @@ class SharedArray:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
         return tuple(self.array.shape)
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return self.array.dtype
+        """The array's element type."""
+        kind: np.dtype[Any] = self.array.dtype
+        return kind
 
     @property
     def nbytes(self) -> int:
+        """The size of the array's memory in bytes."""
         return int(self.array.nbytes)
 
     def __len__(self) -> int:
@@ -119,7 +122,7 @@ class SharedArray:
     def __setitem__(self, key: Any, value: Any) -> None:
         self.array[key] = value
 
-    def __array__(self, dtype: npt.DTypeLike = None, copy: bool | None = None) -> Any:
+    def __array__(self, dtype: npt.DTypeLike | None = None, copy: bool | None = None) -> Any:
         if copy:
             return self.array.astype(dtype or self.array.dtype, copy=True)
         return self.array if dtype is None else self.array.astype(dtype, copy=False)
