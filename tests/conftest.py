@@ -42,13 +42,14 @@ def _children() -> set[int]:
     return found
 
 
-_FOREIGN_PID = re.compile(r"-(\d+)-")
+_FOREIGN_PID = re.compile(r"[-_](\d+)[-_]")
 
 
 def _segments() -> set[str]:
     """Names in /dev/shm, less those that name another process tree as creator.
 
-    Some libraries put their creator's pid in the name (``sem.loky-1234-...``):
+    Some libraries put their creator's pid in the name (``sem.loky-1234-...``,
+    ``joblib_memmapping_folder_1234_...``):
     a benchmark running beside the tests must not fail them.
     """
     if not SHM.is_dir():

@@ -24,6 +24,8 @@ Two kinds of segment:
 
 from __future__ import annotations
 
+import contextlib
+import copyreg
 import ctypes
 import io
 import mmap
@@ -211,17 +213,26 @@ class _Packer:
         self.kinds.clear()
 
 
-class _Pickler(pickle.Pickler):
-    """Pickles ``memoryview`` too (plain pickle refuses it): as a buffer, out of band if large."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is memoryview:
-            return _memoryview, (pickle.PickleBuffer(obj),)
-        return NotImplemented
+def _reduce_memoryview(view: memoryview) -> tuple[Any, ...]:
+    return memoryview, (pickle.PickleBuffer(view),)
 
 
-def _memoryview(buffer: Any) -> memoryview:
-    return memoryview(buffer)
+def _dumps_with_memoryviews(obj: Any, packer: _Packer) -> bytes:
+    """Pickle ``obj`` where it holds ``memoryview`` objects, which plain pickle refuses.
+
+    Each is sent as a buffer (out of band if large) and rebuilt as a
+    ``memoryview``. Only tried after plain pickle failed: a per-type entry in
+    the pickler's ``dispatch_table`` costs nothing, but a ``reducer_override``
+    would make pickling many small objects four times slower.
+    """
+    stream = io.BytesIO()
+    pickler = pickle.Pickler(stream, PROTOCOL, buffer_callback=packer)
+    pickler.dispatch_table = {**copyreg.dispatch_table, memoryview: _reduce_memoryview}
+    pickler.dump(obj)
+    return stream.getvalue()
+
+
+_PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
 
 
 def pack(
@@ -229,19 +240,20 @@ def pack(
 ) -> tuple[Packed, list[int]]:
     """Pickle ``obj`` with its large buffers in segments; return it and their descriptors.
 
-    Plain pickle first; cloudpickle for what it cannot pickle or would pickle
-    by a reference to ``__main__`` (as ``pickling.dumps`` does). The
-    descriptors are the caller's: send them (the channel closes them) or
-    close them.
+    Plain pickle first, then with ``memoryview`` support, then cloudpickle
+    for what they cannot pickle or would pickle by a reference to
+    ``__main__`` (as ``pickling.dumps`` does). The descriptors are the
+    caller's: send them (the channel closes them) or close them.
     """
     packer = _Packer(threshold, cache)
+    data: bytes | None = None
     try:
-        stream = io.BytesIO()
         try:
-            _Pickler(stream, PROTOCOL, buffer_callback=packer).dump(obj)
-            data: bytes | None = stream.getvalue()
-        except (pickle.PicklingError, TypeError, AttributeError):
-            data = None
+            data = pickle.dumps(obj, PROTOCOL, buffer_callback=packer)
+        except _PICKLE_ERRORS:
+            packer.close()
+            with contextlib.suppress(*_PICKLE_ERRORS):
+                data = _dumps_with_memoryviews(obj, packer)
         if data is None or MAIN_REFERENCE in data:
             packer.close()
             data = bytes(cloudpickle.dumps(obj, PROTOCOL, buffer_callback=packer))
