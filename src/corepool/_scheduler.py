@@ -59,7 +59,7 @@ from corepool.errors import (
     WorkerDied,
 )
 
-__all__ = ["Delivery", "Job", "Scheduler", "Sink"]
+__all__ = ["Delivery", "Job", "Scheduler", "Sink", "task_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -485,7 +485,7 @@ class Scheduler:
             payload, errors = event.payload, None
             if event.errors:
                 errors = {
-                    position: _task_error(job.name, chunk, position, remote)
+                    position: task_error(job.name, chunk, position, remote)
                     for position, remote in event.errors.items()
                 }
                 retried = [
@@ -653,7 +653,7 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
 
 
-def _task_error(job_name: str, chunk: Chunk, position: int, remote: RemoteError) -> BaseException:
+def task_error(job_name: str, chunk: Chunk, position: int, remote: RemoteError) -> BaseException:
     """Turn a worker's ``RemoteError`` into the exception the caller sees."""
     index = chunk.indices[position]
     where = f"task {index} of {job_name}"

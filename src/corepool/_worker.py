@@ -36,7 +36,8 @@ from corepool._protocol import (
     Stop,
     WorkerConfig,
 )
-from corepool._transport.buffers import open_segments, pack, unpack
+from corepool._transport import exit_hooks
+from corepool._transport.buffers import open_segments, pack
 from corepool._transport.channel import Channel
 from corepool._transport.pickling import dumps, loads, qualified_type_name, remote_error
 from corepool._transport.status import StatusBoard
@@ -63,6 +64,7 @@ def serve_and_exit(conn_fd: int, board_fd: int) -> NoReturn:
     code = 1
     try:
         code = serve(conn_fd, board_fd)
+        exit_hooks.run()
     except SystemExit as exc:  # a task called sys.exit(): keep its code, as Python would
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -137,8 +139,7 @@ def _configure(conn: Channel, config: WorkerConfig, fds: list[int]) -> bool:
     sys.path[:] = config.sys_path + [p for p in sys.path if p not in config.sys_path]
     try:
         if config.shared is not None:
-            buffers = open_segments(config.shared.kinds, fds, writable_copies=False)
-            _state.update(unpack(config.shared, buffers))
+            _state.update(open_segments(config.shared, fds, writable_copies=False).load())
         if config.initializer is not None:
             initializer, initargs = loads(config.initializer)
             initializer(*initargs)
@@ -191,12 +192,12 @@ def _run_chunk(
     """Run a chunk; return its pickled ``ChunkDone`` and the descriptors to send with it."""
     count = message.tasks
     try:
-        buffers = open_segments(message.items.kinds, fds, writable_copies=False)
+        payload = open_segments(message.items, fds, writable_copies=False)
         fn = functions.get(message.fn_id)
         if fn is None:
             assert message.fn is not None, "the parent sends each function once per worker"
             fn = functions[message.fn_id] = loads(message.fn)
-        items = unpack(message.items, buffers)
+        items = payload.load()
     except Exception as exc:
         error = remote_error(exc, ErrorSite.ARGUMENTS)
         return _encode_done(message.chunk_id, [None] * count, dict.fromkeys(range(count), error))

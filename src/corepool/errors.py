@@ -27,6 +27,7 @@ __all__ = [
     "InitializerError",
     "PoolClosed",
     "PoolError",
+    "QueueClosed",
     "RemoteTraceback",
     "SerializationError",
     "TaskTimeout",
@@ -104,6 +105,8 @@ class WorkerDied(PoolError):
         signal: The signal's name (``"SIGKILL"``), or ``None`` for a plain exit.
         task_index: The index of the task in its job's input, or ``None`` when
             the worker died between tasks.
+        replaced: Whether the pool started a replacement (``None`` for a
+            ``corepool.Process``, which has none).
         attempts: How many times the task was tried (see ``retries``).
     """
 
@@ -115,7 +118,7 @@ class WorkerDied(PoolError):
         exitcode: int | None,
         task_index: int | None,
         job: str,
-        replaced: bool = True,
+        replaced: bool | None = True,
         attempts: int = 1,
     ) -> None:
         self.worker_id = worker_id
@@ -126,10 +129,12 @@ class WorkerDied(PoolError):
         self.job = job
         how = f"got {self.signal}" if self.signal else f"exited with code {exitcode}"
         where = f"in task {task_index} of {job}" if task_index is not None else f"during {job}"
-        after = "It was replaced." if replaced else "The pool is shutting down."
+        after = {True: " It was replaced.", False: " The pool is shutting down.", None: ""}[
+            replaced
+        ]
         tries = f" The task was tried {attempts} times." if attempts > 1 else ""
         super().__init__(
-            f"worker {worker_id} (pid {pid}) {how} {where}. {_death_cause(exitcode)} {after}{tries}"
+            f"worker {worker_id} (pid {pid}) {how} {where}. {_death_cause(exitcode)}{after}{tries}"
         )
         self.replaced = replaced
         self.attempts = attempts
@@ -153,7 +158,7 @@ def _rebuild_worker_died(
     exitcode: int | None,
     task_index: int | None,
     job: str,
-    replaced: bool,
+    replaced: bool | None,
     attempts: int,
 ) -> WorkerDied:
     return WorkerDied(
@@ -229,3 +234,7 @@ class InitializerError(PoolError):
 
 class BackendError(PoolError):
     """A backend failed in a way of its own; ``__cause__`` holds its exception."""
+
+
+class QueueClosed(PoolError):
+    """A ``corepool.Queue`` was closed: ``put`` after ``close()``, or ``get`` once it is drained."""

@@ -30,7 +30,7 @@ from corepool._protocol import (
     WorkerConfig,
 )
 from corepool._spawn import PARK_SECONDS, WorkerProcess, adopt, park, start_worker
-from corepool._transport.buffers import Payload, SegmentCache, open_segments, pack
+from corepool._transport.buffers import SegmentCache, open_segments, pack
 from corepool._transport.pickling import dumps, dumps_function, loads
 from corepool._transport.status import shared_board
 from corepool.errors import PoolError
@@ -301,7 +301,7 @@ class LocalBackend:
         if fds and not isinstance(message, ChunkDone):
             _close_all(fds)  # only results come with segments
         if isinstance(message, ChunkDone):
-            buffers = open_segments(message.results.kinds, fds, writable_copies=True)
+            payload = open_segments(message.results, fds, writable_copies=True)
             chunk = slot.in_flight.popleft()
             assert chunk.id == message.chunk_id, "a worker answers its chunks in order"
             if message.over_memory:
@@ -310,7 +310,7 @@ class LocalBackend:
             if slot.tasks_left == 0 and not slot.in_flight:
                 self._retire(worker_id)
             busy_s = message.decode_s + message.compute_s + message.encode_s
-            return ChunkFinished(chunk, Payload(message.results, buffers), message.errors, busy_s)
+            return ChunkFinished(chunk, payload, message.errors, busy_s)
         if isinstance(message, Ready):
             slot.ready = True
             self._start_failures = 0

@@ -25,6 +25,7 @@ Two kinds of segment:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copyreg
 import ctypes
 import io
@@ -33,7 +34,7 @@ import os
 import pickle
 import tempfile
 import weakref
-from typing import Any, NamedTuple
+from typing import Any
 
 import cloudpickle
 
@@ -42,19 +43,26 @@ from corepool._transport.pickling import MAIN_REFERENCE, PROTOCOL, dumps
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "PassFd",
     "Payload",
     "SegmentCache",
     "anonymous_file",
+    "copy_to_segment",
     "is_shared",
+    "map_segment",
     "new_shared_segment",
     "open_segments",
     "pack",
-    "unpack",
 ]
 
 DEFAULT_THRESHOLD = 1 << 20
 MAX_SEGMENTS = 250  # per message: the channel's limit of descriptors
-_COPY, _SHARED = b"c", b"s"
+_COPY, _SHARED, _DESCRIPTOR = b"c", b"s", b"f"
+
+# The packer of the pickling under way in this thread (for PassFd), and the
+# descriptors of the message being unpickled (for _take_fd).
+_packing: contextvars.ContextVar[_Packer] = contextvars.ContextVar("corepool_packing")
+_unpacking: contextvars.ContextVar[list[int | None]] = contextvars.ContextVar("corepool_unpacking")
 
 # Mappings are made with libc's mmap rather than the mmap module, which keeps
 # a descriptor open per mapping: a caller holding a few thousand result
@@ -92,7 +100,7 @@ def anonymous_file(name: str, size_bytes: int) -> int:
     return fd
 
 
-def _map(fd: int, *, writable: bool) -> memoryview:
+def map_segment(fd: int, *, writable: bool) -> memoryview:
     """Map the whole of ``fd`` (shared); the view keeps the mapping, which ends with it."""
     size = os.fstat(fd).st_size
     protection = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
@@ -115,7 +123,7 @@ def new_shared_segment(size_bytes: int) -> memoryview:
 
 def _map_shared(fd: int) -> memoryview:
     """Map a shared segment writable; ``fd`` then belongs to the mapping and closes with it."""
-    view = _map(fd, writable=True)
+    view = map_segment(fd, writable=True)
     _shared_fds[id(view.obj)] = fd
     weakref.finalize(view.obj, _forget_shared, id(view.obj), fd)
     return view
@@ -142,7 +150,7 @@ def is_shared(view: memoryview) -> bool:
     return _shared_fd_of(view) is not None
 
 
-def _copy_to_segment(view: memoryview) -> int:
+def copy_to_segment(view: memoryview) -> int:
     """A new segment holding a copy of ``view`` (flat bytes, as ``PickleBuffer.raw()`` gives)."""
     fd = anonymous_file("corepool-buffer", view.nbytes)
     written = 0
@@ -168,7 +176,7 @@ class SegmentCache:
         owner = view.obj
         entry = self._copies.get(id(owner))
         if entry is None or entry[0] is not owner:
-            entry = self._copies[id(owner)] = (owner, _copy_to_segment(view))
+            entry = self._copies[id(owner)] = (owner, copy_to_segment(view))
         return os.dup(entry[1])
 
     def close(self) -> None:
@@ -201,9 +209,17 @@ class _Packer:
             return False
         if self.threshold is None or view.nbytes < max(1, self.threshold):
             return True
-        self.fds.append(self.cache.copy(view) if self.cache else _copy_to_segment(view))
+        self.fds.append(self.cache.copy(view) if self.cache else copy_to_segment(view))
         self.kinds += _COPY
         return False
+
+    def add_descriptor(self, fd: int) -> int:
+        """Send a duplicate of ``fd`` with the message; return its number among the descriptors."""
+        if len(self.fds) >= MAX_SEGMENTS:
+            raise ValueError(f"a message carries at most {MAX_SEGMENTS} descriptors")
+        self.fds.append(os.dup(fd))
+        self.kinds += _DESCRIPTOR
+        return self.kinds.count(_DESCRIPTOR) - 1
 
     def close(self) -> None:
         """Drop the segments made so far."""
@@ -211,6 +227,39 @@ class _Packer:
             os.close(fd)
         self.fds.clear()
         self.kinds.clear()
+
+
+class PassFd:
+    """A file descriptor inside a pickled object (a socket of a ``Queue``, say).
+
+    Put one among what an object's ``__reduce__`` returns: pickled by
+    corepool's transport, a duplicate of the descriptor travels with the
+    message, and unpickling gives the receiver's own descriptor (an int),
+    which the receiving object then owns. Pickled any other way it raises
+    ``TypeError`` with ``route_error``.
+    """
+
+    __slots__ = ("fd", "route_error")
+
+    def __init__(self, fd: int, route_error: str) -> None:
+        self.fd = fd
+        self.route_error = route_error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        packer = _packing.get(None)
+        if packer is None:
+            raise TypeError(self.route_error)
+        return _take_fd, (packer.add_descriptor(self.fd), self.route_error)
+
+
+def _take_fd(number: int, route_error: str) -> int:
+    received = _unpacking.get(None)
+    if received is None or number >= len(received) or received[number] is None:
+        raise TypeError(route_error)
+    fd = received[number]
+    received[number] = None  # taken: the payload no longer closes it
+    assert fd is not None
+    return fd
 
 
 def _reduce_memoryview(view: memoryview) -> tuple[Any, ...]:
@@ -247,6 +296,7 @@ def pack(
     """
     packer = _Packer(threshold, cache)
     data: bytes | None = None
+    token = _packing.set(packer)
     try:
         try:
             data = pickle.dumps(obj, PROTOCOL, buffer_callback=packer)
@@ -260,49 +310,87 @@ def pack(
     except BaseException:
         packer.close()
         raise
+    finally:
+        _packing.reset(token)
     return Packed(data, bytes(packer.kinds)), packer.fds
 
 
-def open_segments(kinds: bytes, fds: list[int], *, writable_copies: bool) -> list[memoryview]:
+def open_segments(packed: Packed, fds: list[int], *, writable_copies: bool) -> Payload:
     """Map the segments of a received ``Packed``; every descriptor is taken (closed or kept).
 
     Copies are mapped read-only unless ``writable_copies``; shared segments
-    are always writable.
+    are always writable; plain descriptors wait in the payload for the
+    objects that unpickling rebuilds around them.
     """
     views = []
+    descriptors: list[int | None] = []
     pending = list(fds)
     try:
-        if len(fds) != len(kinds):
-            raise ConnectionError(f"{len(kinds)} segments were announced but {len(fds)} came")
-        for kind in kinds:
+        if len(fds) != len(packed.kinds):
+            raise ConnectionError(
+                f"{len(packed.kinds)} descriptors were announced but {len(fds)} came"
+            )
+        for kind in packed.kinds:
             fd = pending[0]
             if kind == _SHARED[0]:
                 views.append(_map_shared(fd))
-            else:
-                views.append(_map(fd, writable=writable_copies))
+            elif kind == _COPY[0]:
+                views.append(map_segment(fd, writable=writable_copies))
                 os.close(fd)
+            else:
+                descriptors.append(fd)
             pending.pop(0)
+    except BaseException:
+        _close_all([fd for fd in descriptors if fd is not None])
+        raise
     finally:
-        for fd in pending:
-            os.close(fd)
-    return views
+        _close_all(pending)
+    return Payload(packed, views, descriptors)
 
 
-def unpack(packed: Packed, buffers: list[memoryview]) -> Any:
-    """Unpickle ``packed`` over the mapped ``buffers`` of its segments."""
-    return pickle.loads(packed.data, buffers=buffers)
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
-class Payload(NamedTuple):
-    """Received pickled values with their mapped segments: ``load()`` unpickles them."""
+class Payload:
+    """Received pickled values with their mapped segments and descriptors; ``load()`` unpickles.
 
-    packed: Packed
-    buffers: list[memoryview]
+    Descriptors that no unpickled object took are closed after ``load``, or
+    when the payload is dropped unloaded.
+    """
+
+    __slots__ = ("__weakref__", "_buffers", "_descriptors", "packed")
+
+    def __init__(
+        self,
+        packed: Packed,
+        buffers: list[memoryview] | None = None,
+        descriptors: list[int | None] | None = None,
+    ) -> None:
+        self.packed = packed
+        self._buffers = buffers or []
+        self._descriptors = descriptors or []
+        if self._descriptors:
+            weakref.finalize(self, _close_left, self._descriptors)
 
     @classmethod
     def of(cls, values: Any) -> Payload:
         """``values`` pickled in band (where results must be pickled again)."""
-        return cls(Packed(dumps(values), b""), [])
+        return cls(Packed(dumps(values), b""))
 
     def load(self) -> Any:
-        return pickle.loads(self.packed.data, buffers=self.buffers)
+        """Unpickle the values (once: the descriptors go to the objects they rebuild)."""
+        token = _unpacking.set(self._descriptors)
+        try:
+            return pickle.loads(self.packed.data, buffers=self._buffers)
+        finally:
+            _unpacking.reset(token)
+            _close_left(self._descriptors)
+
+
+def _close_left(descriptors: list[int | None]) -> None:
+    for number, fd in enumerate(descriptors):
+        if fd is not None:
+            descriptors[number] = None
+            os.close(fd)

@@ -1,0 +1,636 @@
+"""Locks, semaphores, conditions, events, barriers and shared numbers for processes.
+
+Each object lives in a small shared-memory segment (see
+``_transport/buffers.py``): POSIX semaphores (``sem_init`` with
+``pshared=1``) and plain fields, mapped by every process that has it. So,
+unlike ``multiprocessing``'s, they can be passed to pool tasks, to
+``corepool.Process`` and back, under every start method, with no Manager:
+they travel as a handle, never copied. Like the segment, they vanish with
+the last process that holds them, whatever happened to the others.
+
+Waiting releases the GIL and can be interrupted by Ctrl-C. A process that
+dies holding a lock leaves it held, as with ``multiprocessing``.
+
+Linux only: macOS has no process-shared unnamed semaphores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, ClassVar
+
+from corepool._transport.buffers import is_shared, new_shared_segment
+
+__all__ = [
+    "Barrier",
+    "BoundedSemaphore",
+    "Condition",
+    "Counter",
+    "Event",
+    "Lock",
+    "RLock",
+    "Semaphore",
+    "Value",
+]
+
+_SEM_BYTES = 64  # sizeof(sem_t) is 32 on 64-bit Linux; a cache line each
+_FIELD_BYTES = 8
+
+_WRONG_ROUTE = (
+    "a corepool {kind} travels only through corepool (pool tasks and their "
+    "results, corepool.Process, corepool.Queue), as a handle to its shared "
+    "memory; it was pickled some other way."
+)
+
+
+class _timespec(ctypes.Structure):  # noqa: N801 (the C name)
+    _fields_: ClassVar[list[tuple[str, Any]]] = [
+        ("tv_sec", ctypes.c_long),
+        ("tv_nsec", ctypes.c_long),
+    ]
+
+
+def _load_libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name in ("sem_wait", "sem_trywait", "sem_post"):
+        getattr(libc, name).argtypes = [ctypes.c_void_p]
+    libc.sem_init.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint]
+    libc.sem_timedwait.argtypes = [ctypes.c_void_p, ctypes.POINTER(_timespec)]
+    libc.sem_getvalue.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+    return libc
+
+
+_libc = _load_libc()
+
+
+class _Block:
+    """A shared segment of ``sems`` process-shared semaphores followed by ``fields`` int64s."""
+
+    __slots__ = ("__weakref__", "_address", "_memory", "fields", "sems")
+
+    def __init__(self, sems: int, fields: int, memory: memoryview | None = None) -> None:
+        if _libc is None:
+            raise NotImplementedError(
+                "corepool's locks and shared values need Linux (process-shared "
+                "POSIX semaphores); on this platform use multiprocessing's"
+            )
+        fresh = memory is None
+        if memory is None:
+            memory = new_shared_segment(sems * _SEM_BYTES + fields * _FIELD_BYTES)
+        self._memory = memory
+        self._address = ctypes.addressof(memory.obj)  # type: ignore[arg-type]
+        self.sems = sems
+        self.fields = memory[sems * _SEM_BYTES : sems * _SEM_BYTES + fields * _FIELD_BYTES]
+        if fresh:
+            for number in range(sems):
+                self.init(number, 0)
+
+    def sem(self, number: int) -> int:
+        """The address of semaphore ``number``."""
+        return self._address + number * _SEM_BYTES
+
+    def init(self, number: int, value: int) -> None:
+        if _libc.sem_init(self.sem(number), 1, value) != 0:
+            _raise_errno("sem_init")
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        if not isinstance(protocol, int) or protocol < 5:
+            raise TypeError(_WRONG_ROUTE.format(kind="lock or value"))
+        return _attach_block, (pickle.PickleBuffer(self._memory), self.sems)
+
+
+def _attach_block(buffer: Any, sems: int) -> _Block:
+    view = memoryview(buffer)
+    if not is_shared(view):
+        raise TypeError(_WRONG_ROUTE.format(kind="lock or value"))
+    fields = (len(view) - sems * _SEM_BYTES) // _FIELD_BYTES
+    return _Block(sems, fields, view)
+
+
+def _raise_errno(call: str) -> None:
+    code = ctypes.get_errno()
+    raise OSError(code, f"{call} failed: {os.strerror(code)}")
+
+
+def _sem_acquire(sem: int, block: bool, timeout: float | None) -> bool:
+    """Take one unit of the semaphore at ``sem``; ``False`` if it could not in time."""
+    if not block or (timeout is not None and timeout <= 0):
+        if _libc.sem_trywait(sem) == 0:
+            return True
+        if ctypes.get_errno() != _EAGAIN:
+            _raise_errno("sem_trywait")
+        return False
+    if timeout is None:
+        while _libc.sem_wait(sem) != 0:
+            if ctypes.get_errno() != _EINTR:  # a signal: its handler ran; wait on
+                _raise_errno("sem_wait")
+        return True
+    deadline = time.time() + timeout
+    when = _timespec(int(deadline), int((deadline % 1) * 1e9))
+    while _libc.sem_timedwait(sem, ctypes.byref(when)) != 0:
+        error = ctypes.get_errno()
+        if error == _ETIMEDOUT:
+            return False
+        if error != _EINTR:
+            _raise_errno("sem_timedwait")
+    return True
+
+
+def _sem_release(sem: int) -> None:
+    if _libc.sem_post(sem) != 0:
+        _raise_errno("sem_post")
+
+
+def _sem_value(sem: int) -> int:
+    value = ctypes.c_int()
+    if _libc.sem_getvalue(sem, ctypes.byref(value)) != 0:
+        _raise_errno("sem_getvalue")
+    return value.value
+
+
+_EAGAIN, _EINTR, _ETIMEDOUT = 11, 4, 110
+if _libc is not None:
+    import errno
+
+    _EAGAIN, _EINTR, _ETIMEDOUT = errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT
+
+
+class _Context:
+    """``with lock:`` for the acquire/release pair of a subclass."""
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Semaphore(_Context):
+    """A counter that ``acquire`` takes one from, waiting while it is zero; ``release`` adds one.
+
+    Args:
+        value: The initial count.
+    """
+
+    __slots__ = ("_block",)
+
+    def __init__(self, value: int = 1) -> None:
+        if value < 0:
+            raise ValueError(f"a semaphore's value must be >= 0, got {value}")
+        self._block = _Block(1, 1)
+        self._block.init(0, value)
+        self._block.fields.cast("q")[0] = value
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Take one; wait up to ``timeout`` seconds (``None``: forever) unless ``block`` is false.
+
+        Returns:
+            Whether it was taken.
+        """
+        return _sem_acquire(self._block.sem(0), block, timeout)
+
+    def release(self) -> None:
+        """Give one back, waking one waiter."""
+        _sem_release(self._block.sem(0))
+
+    def get_value(self) -> int:
+        """The current count (a snapshot: other processes may change it at once)."""
+        return _sem_value(self._block.sem(0))
+
+    def __repr__(self) -> str:
+        return f"<corepool.{type(self).__name__} value={self.get_value()}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self._block)
+
+
+class BoundedSemaphore(Semaphore):
+    """A ``Semaphore`` whose ``release`` raises ``ValueError`` past its initial value."""
+
+    __slots__ = ()
+
+    def release(self) -> None:
+        """Give one back; raise ``ValueError`` if that would pass the initial value."""
+        if self.get_value() >= self._block.fields.cast("q")[0]:
+            raise ValueError(f"{type(self).__name__} released too many times")
+        super().release()
+
+
+class Lock(Semaphore):
+    """A lock for processes (and threads): one holder at a time.
+
+    ``with lock:`` around the critical section. Any process may release it,
+    as with ``multiprocessing.Lock``; releasing it when it is not held raises
+    ``ValueError``.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def release(self) -> None:
+        """Release the lock; ``ValueError`` if it is not held."""
+        if self.get_value() >= 1:
+            raise ValueError("release of an unlocked corepool.Lock")
+        super().release()
+
+    def locked(self) -> bool:
+        """Whether some process holds the lock now."""
+        return self.get_value() == 0
+
+    def __repr__(self) -> str:
+        return f"<corepool.Lock {'locked' if self.locked() else 'unlocked'}>"
+
+
+def _rebuild(cls: Any, block: _Block) -> Any:
+    instance = cls.__new__(cls)
+    instance._block = block
+    return instance
+
+
+_OWNER_PID, _OWNER_THREAD, _DEPTH = 0, 1, 2
+
+
+class RLock(_Context):
+    """A lock that its holder (a thread of a process) may take again; each take needs a release."""
+
+    __slots__ = ("_block",)
+
+    def __init__(self) -> None:
+        self._block = _Block(1, 3)
+        self._block.init(0, 1)
+
+    def _fields(self) -> memoryview:
+        return self._block.fields.cast("q")
+
+    def _is_mine(self) -> bool:
+        fields = self._fields()
+        return fields[_OWNER_PID] == os.getpid() and fields[_OWNER_THREAD] == threading.get_ident()
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock, or take it once more if this thread holds it already."""
+        fields = self._fields()
+        if self._is_mine():
+            fields[_DEPTH] += 1
+            return True
+        if not _sem_acquire(self._block.sem(0), block, timeout):
+            return False
+        fields[_OWNER_PID], fields[_OWNER_THREAD], fields[_DEPTH] = (
+            os.getpid(),
+            threading.get_ident(),
+            1,
+        )
+        return True
+
+    def release(self) -> None:
+        """Release once; the lock is free when every take is released.
+
+        Raises:
+            RuntimeError: This thread does not hold the lock.
+        """
+        if not self._is_mine():
+            raise RuntimeError("cannot release a corepool.RLock that this thread does not hold")
+        fields = self._fields()
+        fields[_DEPTH] -= 1
+        if fields[_DEPTH] == 0:
+            fields[_OWNER_PID] = fields[_OWNER_THREAD] = 0
+            _sem_release(self._block.sem(0))
+
+    def _release_all(self) -> int:
+        """Release every take (for ``Condition.wait``); return how many there were."""
+        depth = self._fields()[_DEPTH]
+        self._fields()[_DEPTH] = 1
+        self.release()
+        return int(depth)
+
+    def _acquire_again(self, depth: int) -> None:
+        self.acquire()
+        self._fields()[_DEPTH] = depth
+
+    def __repr__(self) -> str:
+        fields = self._fields()
+        owner = f"pid {fields[_OWNER_PID]}" if fields[_DEPTH] else "nobody"
+        return f"<corepool.RLock held by {owner}, depth {fields[_DEPTH]}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self._block)
+
+
+_SLEEPING, _WOKEN, _WAKE = 0, 1, 2
+
+
+class Condition(_Context):
+    """Wait until another process says something changed (``notify``), holding ``lock`` around.
+
+    Args:
+        lock: A ``corepool.Lock`` or ``RLock`` (a new ``RLock`` by default).
+    """
+
+    __slots__ = ("_block", "_lock")
+
+    def __init__(self, lock: Lock | RLock | None = None) -> None:
+        self._lock = lock if lock is not None else RLock()
+        self._block = _Block(3, 0)
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Acquire the underlying lock."""
+        return self._lock.acquire(block, timeout)
+
+    def release(self) -> None:
+        """Release the underlying lock."""
+        self._lock.release()
+
+    def _check_owned(self) -> None:
+        if isinstance(self._lock, RLock):
+            if not self._lock._is_mine():
+                raise RuntimeError("a Condition must be acquired before wait or notify")
+        elif not self._lock.locked():
+            raise RuntimeError("a Condition must be acquired before wait or notify")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, wait for a ``notify`` (or ``timeout``), take the lock again.
+
+        Returns:
+            ``False`` if the timeout passed first.
+        """
+        self._check_owned()
+        block = self._block
+        _sem_release(block.sem(_SLEEPING))  # announce one more sleeper
+        depth = self._lock._release_all() if isinstance(self._lock, RLock) else 1
+        if isinstance(self._lock, Lock):
+            self._lock.release()
+        try:
+            return _sem_acquire(block.sem(_WAKE), True, timeout)
+        finally:
+            _sem_release(block.sem(_WOKEN))  # tell the notifier this sleeper is up
+            if isinstance(self._lock, RLock):
+                self._lock._acquire_again(depth)
+            else:
+                self._lock.acquire()
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Wait until ``predicate()`` is true (or ``timeout``); return its last value."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result = predicate()
+        while not result:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            self.wait(remaining)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` processes (or threads) waiting on this condition."""
+        self._check_owned()
+        block = self._block
+        # Sleepers that timed out since the last notify left a "woken" behind
+        # without being woken: settle those first.
+        while _sem_acquire(block.sem(_WOKEN), False, None):
+            _sem_acquire(block.sem(_SLEEPING), False, None)
+        woken = 0
+        while woken < n and _sem_acquire(block.sem(_SLEEPING), False, None):
+            _sem_release(block.sem(_WAKE))
+            woken += 1
+        if woken:
+            for _ in range(woken):  # wait until each has taken its wake-up (or timed out)
+                _sem_acquire(block.sem(_WOKEN), True, None)
+            while _sem_acquire(block.sem(_WAKE), False, None):
+                pass  # a sleeper timed out instead: take back its unused wake-up
+
+    def notify_all(self) -> None:
+        """Wake every process (or thread) waiting on this condition."""
+        self.notify(sys.maxsize)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_condition, (self._lock, self._block)
+
+
+def _rebuild_condition(lock: Lock | RLock, block: _Block) -> Condition:
+    condition = Condition.__new__(Condition)
+    condition._lock = lock
+    condition._block = block
+    return condition
+
+
+class Event:
+    """A flag that processes wait for: ``set`` wakes every waiter, ``clear`` lowers it again."""
+
+    __slots__ = ("_block", "_condition")
+
+    def __init__(self) -> None:
+        self._condition = Condition(Lock())
+        self._block = _Block(0, 1)
+
+    def is_set(self) -> bool:
+        """Whether the flag is up."""
+        return bool(self._block.fields.cast("q")[0])
+
+    def set(self) -> None:
+        """Raise the flag and wake every waiter."""
+        with self._condition:
+            self._block.fields.cast("q")[0] = 1
+            self._condition.notify_all()
+
+    def clear(self) -> None:
+        """Lower the flag."""
+        with self._condition:
+            self._block.fields.cast("q")[0] = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the flag is up (or ``timeout`` passes); return whether it is up."""
+        with self._condition:
+            return bool(self._condition.wait_for(self.is_set, timeout))
+
+    def __repr__(self) -> str:
+        return f"<corepool.Event {'set' if self.is_set() else 'unset'}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_event, (self._condition, self._block)
+
+
+def _rebuild_event(condition: Condition, block: _Block) -> Event:
+    event = Event.__new__(Event)
+    event._condition = condition
+    event._block = block
+    return event
+
+
+class Barrier(threading.Barrier):
+    """``parties`` processes (or threads) wait in ``wait()`` until all have arrived.
+
+    ``threading.Barrier``'s logic, with its state and condition in shared
+    memory. Raises ``threading.BrokenBarrierError`` as that one does.
+    """
+
+    def __init__(
+        self, parties: int, action: Callable[[], Any] | None = None, timeout: float | None = None
+    ) -> None:
+        if parties < 1:
+            raise ValueError(f"a Barrier needs at least 1 party, got {parties}")
+        self._restore(parties, action, timeout, Condition(Lock()), _Block(0, 2))
+        self._state = 0
+        self._count = 0
+
+    def _restore(
+        self,
+        parties: int,
+        action: Callable[[], Any] | None,
+        timeout: float | None,
+        condition: Condition,
+        block: _Block,
+    ) -> None:
+        self._parties = parties
+        self._action = action
+        self._timeout = timeout
+        self._cond = condition
+        self._block = block
+
+    @property
+    def _state(self) -> int:
+        return int(self._block.fields.cast("q")[0])
+
+    @_state.setter
+    def _state(self, value: int) -> None:
+        self._block.fields.cast("q")[0] = value
+
+    @property
+    def _count(self) -> int:
+        return int(self._block.fields.cast("q")[1])
+
+    @_count.setter
+    def _count(self, value: int) -> None:
+        self._block.fields.cast("q")[1] = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = (self._parties, self._action, self._timeout, self._cond, self._block)
+        return _rebuild_barrier, state
+
+
+def _rebuild_barrier(
+    parties: int,
+    action: Callable[[], Any] | None,
+    timeout: float | None,
+    condition: Condition,
+    block: _Block,
+) -> Barrier:
+    barrier = Barrier.__new__(Barrier)
+    barrier._restore(parties, action, timeout, condition, block)
+    return barrier
+
+
+_TYPECODES = "bBhHiIlLqQfd"
+
+
+class Value:
+    """A number in shared memory, with a lock and an atomic ``add``.
+
+    ``counter.add(1)`` (or ``counter += 1``) is one atomic step for every
+    process that holds the value: no update is lost, unlike
+    ``multiprocessing.Value`` with a bare ``+=``. Reading or writing
+    ``.value`` is atomic too; ``with v.get_lock():`` groups several steps.
+
+    Args:
+        typecode_or_type: An ``array`` typecode (``"i"``, ``"q"``, ``"d"``,
+            ...) or a ctypes type (``ctypes.c_double``).
+        value: The initial value.
+    """
+
+    __slots__ = ("_block", "_lock", "_typecode")
+
+    def __init__(self, typecode_or_type: str | type[Any] = "q", value: float = 0) -> None:
+        typecode = getattr(typecode_or_type, "_type_", typecode_or_type)
+        if not isinstance(typecode, str) or typecode not in _TYPECODES:
+            raise TypeError(
+                f"Value needs one of the typecodes {', '.join(_TYPECODES)} or a ctypes "
+                f"number type, got {typecode_or_type!r}"
+            )
+        self._typecode = typecode
+        self._lock = Lock()
+        self._block = _Block(0, 1)
+        self._cell()[0] = value
+
+    def _cell(self) -> Any:
+        raw = self._block.fields.cast("B")[: _SIZES[self._typecode]]
+        return raw.cast(self._typecode)  # type: ignore[call-overload]
+
+    @property
+    def value(self) -> Any:
+        """The number now."""
+        with self._lock:
+            return self._cell()[0]
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        with self._lock:
+            self._cell()[0] = new
+
+    def add(self, amount: Any = 1) -> Any:
+        """Add ``amount`` in one atomic step; return the new value."""
+        with self._lock:
+            cell = self._cell()
+            cell[0] += amount
+            return cell[0]
+
+    def __iadd__(self, amount: Any) -> Value:
+        self.add(amount)
+        return self
+
+    def __isub__(self, amount: Any) -> Value:
+        self.add(-amount)
+        return self
+
+    def get_lock(self) -> Lock:
+        """The lock that guards the value, to group several steps."""
+        return self._lock
+
+    def __repr__(self) -> str:
+        return f"<corepool.{type(self).__name__}({self._typecode!r}, {self.value!r})>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_value, (type(self), self._typecode, self._lock, self._block)
+
+
+_SIZES = {code: ctypes.sizeof(getattr(ctypes, name)) for code, name in {
+    "b": "c_byte", "B": "c_ubyte", "h": "c_short", "H": "c_ushort", "i": "c_int",
+    "I": "c_uint", "l": "c_long", "L": "c_ulong", "q": "c_longlong", "Q": "c_ulonglong",
+    "f": "c_float", "d": "c_double",
+}.items()}  # fmt: skip
+
+
+def _rebuild_value(cls: type[Value], typecode: str, lock: Lock, block: _Block) -> Value:
+    value = cls.__new__(cls)
+    value._typecode = typecode
+    value._lock = lock
+    value._block = block
+    return value
+
+
+class Counter(Value):
+    """An integer ``Value`` that starts at ``initial``: ``hits.add(1)``, ``hits.value``."""
+
+    __slots__ = ()
+
+    def __init__(self, initial: int = 0) -> None:
+        super().__init__("q", initial)
