@@ -186,6 +186,10 @@ class Process:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the process; return what the target returned, or raise what it raised.
 
+        Like ``join``, this waits for the process to end; a process that put
+        more items on a ``Queue`` than its socket holds ends only once they
+        are taken: get them first (as with ``multiprocessing``).
+
         Raises:
             TimeoutError: The process did not end within ``timeout`` seconds.
             WorkerDied: The process ended without finishing the target

@@ -92,6 +92,12 @@ def _close_all(fds: list[int]) -> None:
         os.close(fd)
 
 
+def _shut(writer: socket.socket) -> None:
+    """Close the queue's sending side, for every process that holds it."""
+    with contextlib.suppress(OSError):
+        writer.shutdown(socket.SHUT_WR)
+
+
 def _send_message(sock: socket.socket, frame: bytes, fds: list[int]) -> None:
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
     try:
@@ -109,8 +115,10 @@ class _Backlog:
     loses it.
     """
 
-    def __init__(self, queue: Queue) -> None:
-        self._queue = queue
+    def __init__(self, writer: socket.socket, state: _Block) -> None:
+        # Not the queue itself: the registry is keyed weakly by the queue.
+        self._writer = writer
+        self._state = state
         self._messages: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -139,16 +147,18 @@ class _Backlog:
                 self._thread = threading.Thread(
                     target=self._drain, name="corepool-queue-backlog", daemon=True
                 )
+                _draining.add(self)  # outlives the queue object until it is sent
                 self._thread.start()
 
     def _drain(self) -> None:
-        sock = self._queue._writer
+        sock = self._writer
         while True:
             with self._lock:
                 if not self._messages:
                     self._thread = None
+                    _draining.discard(self)
                     if self._close_after:
-                        self._queue._shut()
+                        _shut(sock)
                     return
                 frame, fds = self._messages[0]
             try:
@@ -162,11 +172,12 @@ class _Backlog:
                         _close_all(left)
                     self._messages.clear()
                     self._thread = None
+                    _draining.discard(self)
                 return
             with self._lock:
                 self._messages.popleft()
             _close_all(fds)
-            _sem_release(self._queue._state.sem(_ITEMS))
+            _sem_release(self._state.sem(_ITEMS))
 
     def join(self) -> None:
         thread = self._thread
@@ -176,21 +187,20 @@ class _Backlog:
 
 _backlogs: weakref.WeakKeyDictionary[Queue, _Backlog] = weakref.WeakKeyDictionary()
 _backlogs_lock = threading.Lock()
+_draining: set[_Backlog] = set()  # backlogs with a thread at work
 
 
 def _backlog_of(queue: Queue) -> _Backlog:
     with _backlogs_lock:
         backlog = _backlogs.get(queue)
         if backlog is None:
-            backlog = _backlogs[queue] = _Backlog(queue)
+            backlog = _backlogs[queue] = _Backlog(queue._writer, queue._state)
         return backlog
 
 
 def flush_backlogs() -> None:
     """Wait until every queue's backlog in this process is sent (at exit)."""
-    with _backlogs_lock:
-        backlogs = list(_backlogs.values())
-    for backlog in backlogs:
+    for backlog in list(_draining):
         backlog.join()
 
 
@@ -205,6 +215,11 @@ class Queue:
     Every item put is got exactly once; a consumer killed while it waits in
     ``get`` loses nothing (an item it had already received when it died is
     lost with it, as any task's work in progress is).
+
+    ``put`` on an unbounded queue never waits: items the queue has no room
+    for yet wait in the putting process, sent by a thread as consumers make
+    room, and that process ends only once they are sent (as with
+    ``multiprocessing.Queue``: consume before you join a producer).
 
     Args:
         maxsize: ``put`` waits while this many items are in the queue;
@@ -393,11 +408,7 @@ class Queue:
         self._state.fields.cast("q")[_CLOSED] = 1
         backlog = _backlogs.get(self)
         if backlog is None or not backlog.close_when_sent():
-            self._shut()
-
-    def _shut(self) -> None:
-        with contextlib.suppress(OSError):
-            self._writer.shutdown(socket.SHUT_WR)
+            _shut(self._writer)
 
     @property
     def closed(self) -> bool:

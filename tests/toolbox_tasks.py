@@ -1,0 +1,124 @@
+"""Targets for the toolbox tests, importable by workers under every start method."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import corepool
+
+
+def produce(queue: corepool.Queue, start: int, stop: int) -> int:
+    for item in range(start, stop):
+        queue.put(item)
+    return stop - start
+
+
+def produce_many(queue: corepool.Queue, start: int, stop: int) -> int:
+    queue.put_many(range(start, stop))
+    return stop - start
+
+
+def consume_until_closed(queue: corepool.Queue) -> list[Any]:
+    return list(queue)
+
+
+def consume_many_until_closed(queue: corepool.Queue) -> list[Any]:
+    taken: list[Any] = []
+    while True:
+        try:
+            taken.extend(queue.get_many(100, timeout=30))
+        except corepool.QueueClosed:
+            return taken
+
+
+def get_one(queue: corepool.Queue) -> Any:
+    return queue.get()
+
+
+def increment_under_lock(value: corepool.Value, lock: Any, times: int) -> None:
+    """A read-modify-write that loses updates unless ``lock`` works."""
+    for _ in range(times):
+        with lock:
+            current = value.value
+            value.value = current + 1
+
+
+def add_to(counter: corepool.Value, times: int) -> Any:
+    for _ in range(times):
+        counter.add(1)
+    return counter.value
+
+
+def use_everything(things: dict[str, Any]) -> dict[str, Any]:
+    """Touch each primitive from inside a worker; report what it saw."""
+    seen: dict[str, Any] = {}
+    with things["lock"]:
+        seen["lock"] = "held"
+    with things["rlock"], things["rlock"]:
+        seen["rlock"] = "held twice"
+    seen["semaphore"] = things["semaphore"].acquire(timeout=5)
+    things["semaphore"].release()
+    things["event"].set()
+    with things["condition"]:
+        things["condition"].notify_all()
+    seen["value"] = things["value"].add(5)
+    seen["counter"] = things["counter"].add(1)
+    things["queue"].put("from a worker")
+    things["pipe"].send("over the pipe")
+    things["array"][0] = 42
+    return seen
+
+
+def wait_at(barrier: corepool.Barrier) -> int:
+    return barrier.wait(timeout=20)
+
+
+def wait_for_event(event: corepool.Event, timeout: float) -> bool:
+    return event.wait(timeout)
+
+
+def wait_for_flag(condition: corepool.Condition, flag: corepool.Value) -> int:
+    with condition:
+        condition.wait_for(lambda: flag.value == 1, timeout=20)
+        return int(flag.value)
+
+
+def echo_over(conn: corepool.Connection) -> int:
+    count = 0
+    while True:
+        message = conn.recv()
+        if message is None:
+            return count
+        conn.send(message)
+        count += 1
+
+
+def hold_lock(lock: corepool.Lock, seconds: float) -> bool:
+    with lock:
+        time.sleep(seconds)
+    return True
+
+
+def raise_value_error(message: str) -> None:
+    raise ValueError(message)
+
+
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exit_with(code: int) -> None:
+    os._exit(code)
+
+
+def sleep_for(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+def thread_count() -> int:
+    return threading.active_count()
