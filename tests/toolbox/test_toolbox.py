@@ -409,3 +409,21 @@ def test_process_join_timeout_terminate_and_misuse() -> None:
     with pytest.raises(corepool.WorkerDied, match="got SIGTERM"):
         sleeper.result(timeout=10)
     assert "stopped exitcode=-15" in repr(sleeper)
+
+
+def test_items_of_a_batch_a_consumer_did_not_take_go_back_to_the_queue(start_method: str) -> None:
+    q = corepool.Queue()
+    q.put_many(range(500))  # one batch: one consumer receives all of it
+    taker = corepool.Process(toolbox_tasks.get_one, (q,), start_method=start_method)
+    taker.start()
+    assert taker.result(timeout=20) == 0
+    assert sorted(q.get(timeout=10) for _ in range(499)) == list(range(1, 500))
+
+
+def test_integer_values_wrap_as_in_c() -> None:
+    small = corepool.Value("B", 250)
+    assert small.add(10) == 4
+    assert small.value == 4
+    big = corepool.Value("q", 0)
+    assert big.add(2**40) == 2**40
+    assert big.add(-(2**41)) == -(2**40)
