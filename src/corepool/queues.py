@@ -42,7 +42,6 @@ from corepool._transport.buffers import (
     pack,
 )
 from corepool._transport.channel import Channel
-from corepool._transport.pickling import dumps, loads
 from corepool.errors import QueueClosed
 from corepool.sync import Semaphore, _Block, _sem_acquire, _sem_release, _sem_value
 
@@ -562,7 +561,8 @@ class Connection:
         if not self._writable:
             raise OSError("this connection is read-only")
         packed, fds = pack(obj, DEFAULT_THRESHOLD)
-        self._channel.send(dumps(packed), fds)
+        # The segment kinds, then the pickle: one byte when there are none.
+        self._channel.send(bytes((len(packed.kinds),)) + packed.kinds + packed.data, fds)
 
     def recv(self) -> Any:
         """Wait for the next object and return it.
@@ -574,7 +574,10 @@ class Connection:
             raise OSError("this connection is write-only")
         message = self._channel.recv()
         assert message is not None
-        packed: Packed = loads(message.payload)
+        payload, count = message.payload, message.payload[0]
+        if not message.fds:
+            return pickle.loads(memoryview(payload)[1:])
+        packed = Packed(bytes(payload[1 + count :]), bytes(payload[1 : 1 + count]))
         return open_segments(packed, message.fds, writable_copies=True).load()
 
     def send_bytes(self, data: bytes) -> None:

@@ -35,8 +35,14 @@ _HEADER = struct.Struct("!QI")
 MAX_FDS = 250  # the kernel accepts 253 per sendmsg (SCM_MAX_FD)
 _FD_SIZE = array.array("i").itemsize
 _ANCILLARY_SIZE = socket.CMSG_SPACE(MAX_FDS * _FD_SIZE)
-_RECV_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+_RECV_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+_CTRUNC = int(socket.MSG_CTRUNC)
 _BATCH = 64  # buffers per sendmsg
+# Reads take up to this much at once: a small frame (header and payload)
+# arrives in one system call, often with the next ones. Larger payloads are
+# read straight into their own buffer.
+_READ_BYTES = 64 * 1024
 
 
 class Message(NamedTuple):
@@ -72,8 +78,9 @@ class Channel:
         self._blocking = blocking
         self._outbox: collections.deque[_Pending] = collections.deque()
         self._fds_in: collections.deque[int] = collections.deque()
-        self._header = bytearray(_HEADER.size)
-        self._payload: bytearray | None = None
+        self._inbox = bytearray()  # received bytes not yet parsed into frames
+        self._scratch = bytearray(_READ_BYTES)
+        self._payload: bytearray | None = None  # a large payload being read into place
         self._fd_count = 0
         self._got = 0
 
@@ -102,8 +109,32 @@ class Channel:
         if len(fds) > MAX_FDS:
             _close_all(fds)
             raise ValueError(f"a message carries at most {MAX_FDS} descriptors, not {len(fds)}")
-        self._outbox.append(_Pending(memoryview(_HEADER.pack(len(payload), len(fds))), list(fds)))
-        self._outbox.append(_Pending(memoryview(payload), []))
+        header = _HEADER.pack(len(payload), len(fds))
+        sent = 0
+        if not self._outbox:  # the common case: nothing queued, try to write it all now
+            ancillary = (
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            )
+            try:
+                sent = self._sock.sendmsg(
+                    [header, payload], ancillary, 0 if self._blocking else _DONTWAIT
+                )
+            except BlockingIOError:
+                pass
+            except OSError:
+                _close_all(fds)
+                raise
+            else:
+                _close_all(fds)  # they went with the first byte
+                fds = ()
+                if sent == len(header) + len(payload):
+                    return
+        # Queue what is left: the header's part carries the descriptors, if unsent.
+        if sent < len(header):
+            self._outbox.append(_Pending(memoryview(header)[sent:], list(fds)))
+            self._outbox.append(_Pending(memoryview(payload), []))
+        else:
+            self._outbox.append(_Pending(memoryview(payload)[sent - len(header) :], []))
         if self._blocking:
             self._flush_blocking()
         else:
@@ -117,7 +148,7 @@ class Channel:
         """
         while self._outbox:
             try:
-                sent = self._send_batch(socket.MSG_DONTWAIT)
+                sent = self._send_batch(_DONTWAIT)
             except BlockingIOError:
                 return
             self._consume(sent)
@@ -136,7 +167,7 @@ class Channel:
             batch.append(part.data)
             fds.extend(part.fds)
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-        sent = self._sock.sendmsg(batch, ancillary, flags)
+        sent = self._sock.sendmsg(batch, ancillary, int(flags))
         if fds:  # sent with the first byte: the peer has its copies now
             for part in itertools.islice(self._outbox, len(batch)):
                 _close_all(part.fds)
@@ -183,31 +214,58 @@ class Channel:
         Raises:
             EOFError: The peer closed its end.
         """
-        if timeout is not None and self._payload is None and self._got == 0:
+        if timeout is not None and not self._inbox and self._payload is None:
             readable, _, _ = select.select([self._sock], [], [], timeout)
             if not readable:
                 return None
         return self._read_frame()
 
     def _read_frame(self) -> Message:
-        if self._payload is None:
-            while self._got < _HEADER.size:
-                self._got += self._read_into(memoryview(self._header)[self._got :])
-            size, self._fd_count = _HEADER.unpack(self._header)
+        while True:
+            message = self._parse()
+            if message is not None:
+                return message
+            self._fill()
+
+    def _parse(self) -> Message | None:
+        """The next whole frame out of what was read, or ``None`` if it has not all come."""
+        if self._payload is not None:
+            if self._got < len(self._payload):
+                return None
+            payload, self._payload = self._payload, None
+            return self._message(payload)
+        inbox = self._inbox
+        if len(inbox) < _HEADER.size:
+            return None
+        size, self._fd_count = _HEADER.unpack_from(inbox)
+        end = _HEADER.size + size
+        if len(inbox) >= end:
+            payload = inbox[_HEADER.size : end]
+            del inbox[:end]
+            return self._message(payload)
+        if size > _READ_BYTES:  # read the rest straight into place
             self._payload = bytearray(size)
-            self._got = 0
-        payload = self._payload
-        while self._got < len(payload):
-            self._got += self._read_into(memoryview(payload)[self._got :])
+            self._got = len(inbox) - _HEADER.size
+            self._payload[: self._got] = memoryview(inbox)[_HEADER.size :]
+            inbox.clear()
+        return None
+
+    def _message(self, payload: bytearray) -> Message:
         if len(self._fds_in) < self._fd_count:
             raise ConnectionError(
                 f"a message declared {self._fd_count} descriptors but "
                 f"{len(self._fds_in)} arrived: the peer does not speak this protocol"
             )
         fds = [self._fds_in.popleft() for _ in range(self._fd_count)]
-        self._payload = None
-        self._got = 0
         return Message(payload, fds)
+
+    def _fill(self) -> None:
+        """One read from the socket: into the large payload under way, or the inbox."""
+        if self._payload is not None:
+            self._got += self._read_into(memoryview(self._payload)[self._got :])
+        else:
+            count = self._read_into(memoryview(self._scratch))
+            self._inbox += memoryview(self._scratch)[:count]
 
     def _read_into(self, view: memoryview) -> int:
         count, ancillary, flags, _ = self._sock.recvmsg_into([view], _ANCILLARY_SIZE, _RECV_FLAGS)
@@ -219,7 +277,7 @@ class Channel:
                 if not _RECV_FLAGS:
                     for fd in fds:
                         os.set_inheritable(fd, False)
-        if flags & socket.MSG_CTRUNC:
+        if flags & _CTRUNC:
             raise ConnectionError("descriptors were lost in transit (MSG_CTRUNC)")
         if count == 0:
             raise EOFError("the peer closed its connection")
@@ -231,6 +289,7 @@ class Channel:
         """Forget the socket without closing its descriptor (in a forked child)."""
         self._outbox.clear()
         self._fds_in.clear()
+        self._inbox.clear()
         self._sock.detach()
 
     def close(self) -> None:
