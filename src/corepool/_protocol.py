@@ -16,6 +16,7 @@ __all__ = [
     "STATUS_IDLE",
     "STATUS_POSITION",
     "STATUS_STARTED",
+    "THREAD_VARIABLES",
     "CallMode",
     "ChunkDone",
     "ErrorSite",
@@ -36,6 +37,16 @@ STATUS_POSITION = 1  # position, inside that chunk, of the task being run
 STATUS_STARTED = 2  # time.monotonic_ns() when it started; written only for timed chunks
 STATUS_FIELDS = 4
 STATUS_IDLE = -1
+
+# The environment variables that BLAS and OpenMP libraries read when they load.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 
 class CallMode(enum.IntEnum):
@@ -67,6 +78,7 @@ class WorkerConfig(NamedTuple):
     initializer: bytes | None  # a pickled (callable, args) pair
     buffer_threshold: int | None  # results' buffers this large go through shared memory
     shared: Packed | None  # the pool's load-once objects: a dict for worker_state()
+    inner_threads: int | None  # BLAS/OpenMP threads for libraries already loaded
 
 
 class RunChunk(NamedTuple):

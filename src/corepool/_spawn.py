@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import logging
 import os
 import select
@@ -28,8 +29,10 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 from corepool import _forkserver, _worker
+from corepool._protocol import THREAD_VARIABLES
 from corepool._transport.channel import Channel, recv_exactly
 from corepool._transport.pickling import dumps
 from corepool._transport.status import forget_shared_board, shared_board
@@ -39,11 +42,13 @@ __all__ = [
     "PARK_SECONDS",
     "ForkServer",
     "WorkerProcess",
+    "WorkerSetup",
     "adopt",
     "forkserver_pids",
     "park",
     "parked_pids",
     "start_worker",
+    "worker_environment",
 ]
 
 logger = logging.getLogger(__name__)
@@ -156,14 +161,35 @@ class WorkerProcess:
         self.sentinel = self._status_fd = None
 
 
+class WorkerSetup(NamedTuple):
+    """What a worker process starts with, before any pool configures it.
+
+    Workers with the same setup are interchangeable: they share a fork
+    server, and a parked one can serve any pool that asks for this setup.
+    """
+
+    preload: tuple[str, ...] = ()  # modules imported before the worker's first message
+    inner_threads: int | None = None  # BLAS/OpenMP threads, set in the environment
+
+
+def worker_environment(setup: WorkerSetup) -> dict[str, str]:
+    """This process's environment, with ``setup``'s thread limit."""
+    environment = dict(os.environ)
+    if setup.inner_threads is not None:
+        environment.update(dict.fromkeys(THREAD_VARIABLES, str(setup.inner_threads)))
+    return environment
+
+
 def start_worker(
-    method: StartMethod, worker_id: int, board_fd: int, preload: tuple[str, ...] = ()
+    method: StartMethod, worker_id: int, board_fd: int, setup: WorkerSetup | None = None
 ) -> WorkerProcess:
     """Start one worker process; it waits for its ``WorkerConfig`` on the connection."""
+    setup = setup or WorkerSetup()
     parent_sock, child_sock = socket.socketpair()
     try:
         if method == "forkserver":
-            pid, status_fd = _forkserver_for(preload).fork_worker(child_sock.fileno(), board_fd)
+            server = _forkserver_for(setup)
+            pid, status_fd = server.fork_worker(child_sock.fileno(), board_fd)
             child_sock.close()
             return WorkerProcess(
                 worker_id,
@@ -173,15 +199,17 @@ def start_worker(
                 status_fd=status_fd,
             )
         if method == "spawn":
+            imports = "".join(f"import {name}; " for name in setup.preload)
             pid = _spawn_python(
-                "from corepool._worker import serve_and_exit; serve_and_exit({}, {})",
+                imports + "from corepool._worker import serve_and_exit; serve_and_exit({}, {})",
                 [child_sock.fileno(), board_fd],
+                worker_environment(setup),
             )
             child_sock.close()
             return WorkerProcess(
                 worker_id, pid, Channel(parent_sock, blocking=False), partial(_poll_child, pid)
             )
-        return _fork(worker_id, parent_sock, child_sock, board_fd)
+        return _fork(worker_id, parent_sock, child_sock, board_fd, setup)
     except BaseException:
         parent_sock.close()
         child_sock.close()
@@ -189,12 +217,19 @@ def start_worker(
 
 
 def _fork(
-    worker_id: int, parent_sock: socket.socket, child_sock: socket.socket, board_fd: int
+    worker_id: int,
+    parent_sock: socket.socket,
+    child_sock: socket.socket,
+    board_fd: int,
+    setup: WorkerSetup,
 ) -> WorkerProcess:
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
         _forget_parent_state()
+        os.environ.update(worker_environment(setup))
+        for name in setup.preload:
+            importlib.import_module(name)
         _worker.serve_and_exit(child_sock.detach(), board_fd)
     child_sock.close()
     return WorkerProcess(
@@ -233,7 +268,7 @@ def _poll_child(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(status) if done else None
 
 
-def _spawn_python(code: str, fds: list[int]) -> int:
+def _spawn_python(code: str, fds: list[int], environment: dict[str, str]) -> int:
     """Start ``python -c code`` with ``fds`` open in it; ``code`` gets their numbers by format().
 
     ``posix_spawn`` rather than ``subprocess``: ``subprocess`` waits for the
@@ -248,24 +283,26 @@ def _spawn_python(code: str, fds: list[int]) -> int:
     actions = [(os.POSIX_SPAWN_DUP2, fd, first + i) for i, fd in enumerate(fds)]
     source = f"import sys; sys.path.append({_IMPORT_ROOT!r}); " + code.format(*targets)
     return os.posix_spawn(
-        sys.executable, [sys.executable, "-c", source], os.environ, file_actions=actions
+        sys.executable, [sys.executable, "-c", source], environment, file_actions=actions
     )
 
 
 class ForkServer:
     """The parent's handle on a running fork server process."""
 
-    def __init__(self, preload: tuple[str, ...]) -> None:
+    def __init__(self, setup: WorkerSetup) -> None:
         parent_sock, child_sock = socket.socketpair()
         self.pid = _spawn_python(
-            "from corepool._forkserver import serve; serve({})", [child_sock.fileno()]
+            "from corepool._forkserver import serve; serve({})",
+            [child_sock.fileno()],
+            worker_environment(setup),
         )
         child_sock.close()
         self._ctrl = parent_sock
         self._lock = threading.Lock()
         self._exitcode: int | None = None
         _parent_only_fds.add(parent_sock.fileno())
-        config = dumps((list(sys.path), list(preload)))
+        config = dumps((list(sys.path), list(setup.preload)))
         parent_sock.sendall(_forkserver.PID.pack(len(config)) + config)
         parent_sock.settimeout(_START_TIMEOUT_S)
         try:
@@ -277,9 +314,10 @@ class ForkServer:
             self.close()
             raise RuntimeError(
                 f"corepool's fork server (pid {self.pid}) failed to start; "
-                "see its error output above, or use start_method='spawn'"
+                f"(preload {setup.preload}); see its error output above: a module to "
+                "preload may fail to import. Or use start_method='spawn'"
             )
-        logger.debug("fork server started, pid %d, preload %s", self.pid, preload)
+        logger.debug("fork server started, pid %d, %s", self.pid, setup)
 
     def is_alive(self) -> bool:
         if self._exitcode is None:
@@ -316,18 +354,18 @@ class ForkServer:
             os.waitpid(self.pid, 0)
 
 
-_forkservers: dict[tuple[str, ...], ForkServer] = {}
+_forkservers: dict[WorkerSetup, ForkServer] = {}
 _forkservers_lock = threading.Lock()
 
 
-def _forkserver_for(preload: tuple[str, ...]) -> ForkServer:
-    """The running fork server for ``preload``, started (or restarted) when needed."""
+def _forkserver_for(setup: WorkerSetup) -> ForkServer:
+    """The running fork server for ``setup``, started (or restarted) when needed."""
     with _forkservers_lock:
-        server = _forkservers.get(preload)
+        server = _forkservers.get(setup)
         if server is None or not server.is_alive():
             if server is not None:
                 server.close()
-            server = _forkservers[preload] = ForkServer(preload)
+            server = _forkservers[setup] = ForkServer(setup)
         return server
 
 
@@ -348,18 +386,18 @@ def forkserver_pids() -> list[int]:
 PARK_SECONDS = 10.0
 _ADOPT_WITHIN_S = PARK_SECONDS - 2.0
 
-_parked: dict[tuple[str, tuple[str, ...]], list[WorkerProcess]] = {}
+_parked: dict[tuple[str, WorkerSetup], list[WorkerProcess]] = {}
 _parked_lock = threading.Lock()
 
 
-def park(key: tuple[str, tuple[str, ...]], process: WorkerProcess) -> None:
+def park(key: tuple[str, WorkerSetup], process: WorkerProcess) -> None:
     """Keep an idle worker (already sent ``Park``) for the next pool with the same key."""
     process.parked_at = time.monotonic()
     with _parked_lock:
         _parked.setdefault(key, []).append(process)
 
 
-def adopt(key: tuple[str, tuple[str, ...]]) -> WorkerProcess | None:
+def adopt(key: tuple[str, WorkerSetup]) -> WorkerProcess | None:
     """A parked worker started the same way, or ``None``; stale ones are let go."""
     now = time.monotonic()
     with _parked_lock:

@@ -7,6 +7,7 @@ a fresh interpreter). It imports only ``_protocol``, ``_transport`` and
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import resource
@@ -25,6 +26,7 @@ from corepool._protocol import (
     STATUS_IDLE,
     STATUS_POSITION,
     STATUS_STARTED,
+    THREAD_VARIABLES,
     CallMode,
     ChunkDone,
     ErrorSite,
@@ -136,6 +138,8 @@ def _configure(conn: Channel, config: WorkerConfig, fds: list[int]) -> bool:
     global _memory_limit, _buffer_threshold
     _memory_limit = config.max_memory_bytes
     _buffer_threshold = config.buffer_threshold
+    if config.inner_threads is not None:
+        _limit_inner_threads(config.inner_threads)
     sys.path[:] = config.sys_path + [p for p in sys.path if p not in config.sys_path]
     try:
         if config.shared is not None:
@@ -148,6 +152,27 @@ def _configure(conn: Channel, config: WorkerConfig, fds: list[int]) -> bool:
         return False
     conn.send(dumps(Ready(os.getpid())))
     return True
+
+
+# Modules that load BLAS or OpenMP thread pools.
+_THREADED_MODULES = ("numpy", "scipy", "torch", "sklearn")
+
+
+def _limit_inner_threads(threads: int) -> None:
+    """Let BLAS and OpenMP use ``threads`` threads in this worker.
+
+    The environment tells libraries that load from now on. Those already
+    loaded (a fork of a parent that imported numpy, an adopted worker of
+    another setup) are limited with threadpoolctl, unless the environment
+    already said the same when this process started.
+    """
+    wanted = str(threads)
+    already = all(os.environ.get(name) == wanted for name in THREAD_VARIABLES)
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, wanted))
+    if already or not any(name in sys.modules for name in _THREADED_MODULES):
+        return
+    threadpoolctl = importlib.import_module("threadpoolctl")  # a dependency, loaded only here
+    threadpoolctl.threadpool_limits(limits=threads)
 
 
 def _loop(conn: Channel, status: memoryview) -> int:

@@ -65,6 +65,9 @@ class Pool(Executor):
         shared: See ``PoolOptions``: objects every worker loads once, read
             with ``corepool.worker_state()[name]``.
         buffer_threshold: See ``PoolOptions``.
+        preload: See ``PoolOptions``: modules workers start with, imported
+            once in the template process.
+        inner_threads: See ``PoolOptions``: BLAS/OpenMP threads per worker.
 
     Raises:
         ValueError: An option is out of range.
@@ -88,6 +91,8 @@ class Pool(Executor):
         max_memory_per_worker: int | str | None = None,
         shared: Mapping[str, Any] | None = None,
         buffer_threshold: int | str | None = "1MiB",
+        preload: tuple[str, ...] | None = None,
+        inner_threads: int | None = None,
     ) -> None:
         self.options = PoolOptions(
             workers=workers,
@@ -101,6 +106,8 @@ class Pool(Executor):
             max_memory_per_worker=max_memory_per_worker,
             shared=shared,
             buffer_threshold=buffer_threshold,
+            preload=preload,
+            inner_threads=inner_threads,
         )
         self._backend = LocalBackend(self.options)
         self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}")

@@ -99,7 +99,7 @@ class Process:
         worker.slot = board.allocate()
         self._worker = worker
         config = WorkerConfig(
-            0, worker.slot, os.getpid(), None, list(sys.path), None, DEFAULT_THRESHOLD, None
+            0, worker.slot, os.getpid(), None, list(sys.path), None, DEFAULT_THRESHOLD, None, None
         )
         run = RunChunk(0, 1, 1, False, 0, function, CallMode.CALL, items, ())
         worker.conn.send(dumps(config))

@@ -49,7 +49,7 @@ __all__ = ["Connection", "Pipe", "Queue"]
 
 # A message's pickle larger than this travels as a segment: a SEQPACKET
 # message must fit in the socket's send buffer whole.
-_INLINE_BYTES = 64 * 1024
+_INLINE_BYTES = 128 * 1024
 _RECEIVE_BYTES = _INLINE_BYTES + 4096
 _ANCILLARY_BYTES = socket.CMSG_SPACE((MAX_SEGMENTS + 1) * 4)
 _HEADER = struct.Struct("!BH")  # flags, number of segment kinds
@@ -60,7 +60,11 @@ _RECEIVE_FLAGS = int(socket.MSG_DONTWAIT) | _RECEIVE_BLOCKING
 _BROKEN = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _PLAIN_INLINE = _HEADER.pack(_INLINE, 0)
 _PLAIN_BATCH = _HEADER.pack(_INLINE | _BATCH, 0)
-_BATCH_ITEMS = 1000  # put_many sends at most this many items per message
+# put_many aims each message at about this many bytes of pickle, and at most
+# this many items: a batch of large items must not become one huge pickle.
+_BATCH_BYTES = 32 * 1024
+_BATCH_ITEMS = 1000
+_FIRST_BATCH = 8
 _ITEMS, _CLOSED_BYTE = 0, 0  # the state block's semaphore, and its flag byte
 _QUEUE_ROUTE = (
     "a corepool.Queue travels only through corepool (pool tasks, corepool.Process, "
@@ -68,35 +72,39 @@ _QUEUE_ROUTE = (
 )
 
 
-def _encode(obj: Any, threshold: int | None, flags: int) -> tuple[bytes, list[int]]:
-    """One queue message: a header, the segment kinds, and the pickle or (if large) a segment."""
+def _encode(obj: Any, threshold: int | None, flags: int) -> tuple[bytes, list[int], int]:
+    """A queue message (header, segment kinds, pickle or segment), its fds and pickle size."""
     packed, fds = pack(obj, threshold)
-    if len(packed.data) <= _INLINE_BYTES:
+    size = len(packed.data)
+    if size <= _INLINE_BYTES:
         if not fds:  # the common case, kept short
-            return (_PLAIN_BATCH if flags & _BATCH else _PLAIN_INLINE) + packed.data, fds
-        return _HEADER.pack(flags | _INLINE, len(packed.kinds)) + packed.kinds + packed.data, fds
+            head = _PLAIN_BATCH if flags & _BATCH else _PLAIN_INLINE
+            return head + packed.data, fds, size
+        head = _HEADER.pack(flags | _INLINE, len(packed.kinds)) + packed.kinds
+        return head + packed.data, fds, size
     try:
         fds.append(copy_to_segment(memoryview(packed.data)))
     except BaseException:
         _close_all(fds)
         raise
-    return _HEADER.pack(flags, len(packed.kinds)) + packed.kinds, fds
+    return _HEADER.pack(flags, len(packed.kinds)) + packed.kinds, fds, size
 
 
-def _decode(frame: bytes, fds: list[int]) -> tuple[Any, bool]:
+def _decode(frame: memoryview, fds: list[int]) -> tuple[Any, bool]:
     """The message's object, and whether it is a batch (a list of items)."""
     flags, count = _HEADER.unpack_from(frame)
     start = _HEADER.size + count
+    kinds = bytes(frame[_HEADER.size : start])
     if flags & _INLINE:
         if not fds:
-            return pickle.loads(memoryview(frame)[start:]), bool(flags & _BATCH)
-        packed = Packed(frame[start:], frame[_HEADER.size : start])
+            return pickle.loads(frame[start:]), bool(flags & _BATCH)
+        packed = Packed(bytes(frame[start:]), kinds)
         return open_segments(packed, fds, writable_copies=True).load(), bool(flags & _BATCH)
     try:
         body = bytes(map_segment(fds[-1], writable=False))
     finally:
         os.close(fds[-1])
-    packed = Packed(body, frame[_HEADER.size : start])
+    packed = Packed(body, kinds)
     return open_segments(packed, fds[:-1], writable_copies=True).load(), bool(flags & _BATCH)
 
 
@@ -269,6 +277,7 @@ class Queue:
         self._threshold = threshold
         self._backlog: _Backlog | None = None  # this process's, made on first need
         self._received: collections.deque[Any] = collections.deque()  # of a batch
+        self._buffers = threading.local()  # each thread's receive buffer
 
     # -- putting -------------------------------------------------------------
 
@@ -299,22 +308,31 @@ class Queue:
                 self._put(obj, 1, block, remaining)
             return
         batch: list[Any] = []
+        limit = _FIRST_BATCH
         for obj in objs:
             batch.append(obj)
-            if len(batch) == _BATCH_ITEMS:
-                self._put(batch, len(batch), block, timeout)
+            if len(batch) >= limit:
+                size = self._put_batch(batch, block, timeout)
+                # Learn the items' size: the next batch aims at _BATCH_BYTES.
+                limit = max(1, min(_BATCH_ITEMS, len(batch) * _BATCH_BYTES // max(1, size)))
                 batch = []
         if batch:
-            self._put(batch if len(batch) > 1 else batch[0], len(batch), block, timeout)
+            self._put_batch(batch, block, timeout)
 
-    def _put(self, obj: Any, items: int, block: bool, timeout: float | None) -> None:
-        """Send one message holding ``items`` items (a list when more than one)."""
+    def _put_batch(self, batch: list[Any], block: bool, timeout: float | None) -> int:
+        """One message for ``batch``: a list of items, or the item alone."""
+        if len(batch) == 1:
+            return self._put(batch[0], 1, block, timeout)
+        return self._put(batch, len(batch), block, timeout)
+
+    def _put(self, obj: Any, items: int, block: bool, timeout: float | None) -> int:
+        """Send one message holding ``items`` items (a list when more than one); return its size."""
         if self._state.fields[_CLOSED_BYTE]:
             raise QueueClosed("put() on a closed corepool.Queue")
         space = self._space
         if space is not None and not space.acquire(block, timeout):
             raise queue.Full
-        frame, fds = _encode(obj, self._threshold, _BATCH if items > 1 else 0)
+        frame, fds, size = _encode(obj, self._threshold, _BATCH if items > 1 else 0)
         try:
             if space is None:
                 self._send_unbounded(frame, fds, items)
@@ -325,6 +343,7 @@ class Queue:
             if space is not None:
                 space.release()
             raise
+        return size
 
     def _send_unbounded(self, frame: bytes, fds: list[int], items: int) -> None:
         backlog = self._backlog
@@ -408,10 +427,15 @@ class Queue:
         # wakes one waiting consumer per message. (The socket itself stays
         # blocking: its O_NONBLOCK flag would be shared by every process.)
         wait_flags = _RECEIVE_BLOCKING if block and timeout is None else _RECEIVE_FLAGS
+        # Into a buffer kept for this thread: recvmsg() would allocate (and, past
+        # 128 KiB, map and unmap) a buffer of the largest size on every call.
+        buffer = getattr(self._buffers, "buffer", None)
+        if buffer is None:
+            buffer = self._buffers.buffer = bytearray(_RECEIVE_BYTES)
         while True:
             try:
-                frame, ancillary, flags, _ = reader.recvmsg(
-                    _RECEIVE_BYTES, _ANCILLARY_BYTES, wait_flags
+                size, ancillary, flags, _ = reader.recvmsg_into(
+                    [buffer], _ANCILLARY_BYTES, wait_flags
                 )
             except BlockingIOError:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -424,8 +448,9 @@ class Queue:
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.extend(struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4]))
-        if not frame:
+        if not size:
             raise QueueClosed("the corepool.Queue is closed and drained")
+        frame = memoryview(buffer)[:size]
         if flags & _BROKEN:
             _close_all(fds)
             raise ConnectionError("a corepool.Queue message was truncated")

@@ -427,3 +427,10 @@ def test_integer_values_wrap_as_in_c() -> None:
     big = corepool.Value("q", 0)
     assert big.add(2**40) == 2**40
     assert big.add(-(2**41)) == -(2**40)
+
+
+def test_put_many_of_large_items_keeps_each_item_whole() -> None:
+    q = corepool.Queue()
+    blobs = [bytes([i]) * 70_000 for i in range(100)]  # batches shrink to one item
+    q.put_many(blobs)
+    assert [q.get(timeout=10) for _ in range(100)] == blobs

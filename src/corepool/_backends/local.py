@@ -29,7 +29,7 @@ from corepool._protocol import (
     Stop,
     WorkerConfig,
 )
-from corepool._spawn import PARK_SECONDS, WorkerProcess, adopt, park, start_worker
+from corepool._spawn import PARK_SECONDS, WorkerProcess, WorkerSetup, adopt, park, start_worker
 from corepool._transport.buffers import SegmentCache, open_segments, pack
 from corepool._transport.pickling import dumps, dumps_function, loads
 from corepool._transport.status import shared_board
@@ -73,7 +73,8 @@ class LocalBackend:
         self._method = options.resolved_start_method
         self._board = shared_board()
         # Workers of a pool with no per-worker setup can serve the next pool.
-        self._park_key = (self._method, ())
+        self._setup = WorkerSetup(options.resolved_preload, options.resolved_inner_threads)
+        self._park_key = (self._method, self._setup)
         self._parkable = (
             options.initializer is None
             and options.max_tasks_per_worker is None
@@ -111,7 +112,7 @@ class LocalBackend:
         process = adopt(self._park_key) if self._parkable else None
         how = "adopted"
         if process is None:
-            process = start_worker(self._method, worker_id, self._board.fd)
+            process = start_worker(self._method, worker_id, self._board.fd, self._setup)
             process.slot = self._board.allocate()
             how = "started"
         config = WorkerConfig(
@@ -123,6 +124,7 @@ class LocalBackend:
             self._config_initializer,
             self._threshold,
             self._shared,
+            self._setup.inner_threads,
         )
         process.conn.send(dumps(config), [os.dup(fd) for fd in self._shared_fds])
         self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
