@@ -147,3 +147,21 @@ def chaos(x: int) -> int:
     if kind == 11:
         os._exit(3)
     return x * 2
+
+
+class Connection:
+    """An argument that looks harmless but holds a lock deep inside."""
+
+    def __init__(self) -> None:
+        self.settings = {"timeout": 5, "guard": threading.Lock()}
+
+
+def uses_a_lock_from_its_closure() -> Any:
+    """A function that cannot travel: its closure holds a lock."""
+    guard = threading.Lock()
+
+    def locked_identity(x: Any) -> Any:
+        with guard:
+            return x
+
+    return locked_identity

@@ -119,3 +119,17 @@ def state_item_info(key: str) -> tuple[int, int, bool, float]:
 def sigkill_with(array: Any) -> None:
     """Die by SIGKILL holding a large argument."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def modules_loaded(names: list[str]) -> list[bool]:
+    """Which of ``names`` this worker had imported before the task ran."""
+    return [name in sys.modules for name in names]
+
+
+def blas_threads(_: Any = None) -> dict[str, Any]:
+    """The BLAS thread pools of this worker after importing numpy, as threadpoolctl reports them."""
+    import numpy  # noqa: F401 (loads the BLAS library)
+    import threadpoolctl
+
+    pools = [info["num_threads"] for info in threadpoolctl.threadpool_info()]
+    return {"pools": pools, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}

@@ -48,7 +48,13 @@ from corepool._backends.base import (
 from corepool._chunking import Chunker
 from corepool._protocol import CallMode, ErrorSite, RemoteError
 from corepool._transport.buffers import Payload
-from corepool._transport.pickling import dumps, loads, qualified_type_name
+from corepool._transport.pickling import (
+    describe_unpicklable,
+    dumps,
+    find_unpicklable,
+    loads,
+    qualified_type_name,
+)
 from corepool.errors import (
     InitializerError,
     PoolClosed,
@@ -421,9 +427,9 @@ class Scheduler:
                 index = chunk.indices[position]
                 failure = SerializationError(
                     f"the arguments of task {index} of {job.name} could not be pickled to "
-                    f"send them to a worker: {qualified_type_name(error)}: {error}. "
-                    "Pass plain data (or create the object inside the task or the "
-                    "pool's initializer) instead.",
+                    f"send them to a worker: {qualified_type_name(error)}: {error}"
+                    f"{_where_unpicklable(item, job.mode)}. Pass plain data (or create the "
+                    "object inside the task or the pool's initializer) instead.",
                     type_name=_culprit_type(item, job.mode),
                 )
                 failure.__cause__ = error
@@ -431,10 +437,14 @@ class Scheduler:
             else:
                 keep.append(position)
         if len(keep) == len(chunk.items):  # no single item is at fault: the function is
+            culprit = find_unpicklable(job.fn, "the function")
             failure = SerializationError(
                 f"the function of {job.name} could not be pickled: "
-                f"{qualified_type_name(exc)}: {exc}",
-                type_name=qualified_type_name(job.fn),
+                f"{qualified_type_name(exc)}: {exc}"
+                f"{describe_unpicklable(job.fn, 'the function')}. Define it at module "
+                "level, and create what it needs (locks, connections, open files) inside "
+                "it or in the pool's initializer.",
+                type_name=qualified_type_name(culprit[1] if culprit else job.fn),
             )
             failure.__cause__ = exc
             job.sink.deliver(Delivery(chunk.indices, failure=failure, abort=True))
@@ -604,6 +614,16 @@ class Scheduler:
         )
         error.__cause__ = RemoteTraceback(remote.traceback_text)
         raise error
+
+
+def _where_unpicklable(item: Any, mode: CallMode) -> str:
+    """Where in a task's arguments pickling fails, as ``describe_unpicklable`` says it."""
+    if mode is CallMode.ITEM:
+        return describe_unpicklable(item, "the item")
+    if mode is CallMode.STAR:
+        return describe_unpicklable(tuple(item), "args")
+    args, kwargs = item
+    return describe_unpicklable(tuple(args), "args") or describe_unpicklable(kwargs, "kwargs")
 
 
 def _culprit_type(item: Any, mode: CallMode) -> str:

@@ -36,6 +36,7 @@ from corepool._protocol import THREAD_VARIABLES
 from corepool._transport.channel import Channel, recv_exactly
 from corepool._transport.pickling import dumps
 from corepool._transport.status import forget_shared_board, shared_board
+from corepool.errors import PoolError
 from corepool.options import StartMethod
 
 __all__ = [
@@ -227,7 +228,9 @@ def _fork(
     if pid == 0:
         parent_sock.close()
         _forget_parent_state()
-        os.environ.update(worker_environment(setup))
+        # The thread limit is applied by the worker itself (_worker._limit_inner_threads):
+        # libraries the parent loaded are running already, so the environment
+        # alone would not reach them.
         for name in setup.preload:
             importlib.import_module(name)
         _worker.serve_and_exit(child_sock.detach(), board_fd)
@@ -312,10 +315,10 @@ class ForkServer:
         parent_sock.settimeout(None)
         if not ready:
             self.close()
-            raise RuntimeError(
-                f"corepool's fork server (pid {self.pid}) failed to start; "
-                f"(preload {setup.preload}); see its error output above: a module to "
-                "preload may fail to import. Or use start_method='spawn'"
+            raise PoolError(
+                f"corepool's fork server (pid {self.pid}) failed to start "
+                f"(preload {setup.preload}): see its error output above; a module to "
+                "preload may fail to import. Or use start_method='spawn'."
             )
         logger.debug("fork server started, pid %d, %s", self.pid, setup)
 

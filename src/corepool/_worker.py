@@ -41,7 +41,13 @@ from corepool._protocol import (
 from corepool._transport import exit_hooks
 from corepool._transport.buffers import open_segments, pack
 from corepool._transport.channel import Channel
-from corepool._transport.pickling import dumps, loads, qualified_type_name, remote_error
+from corepool._transport.pickling import (
+    describe_unpicklable,
+    dumps,
+    loads,
+    qualified_type_name,
+    remote_error,
+)
 from corepool._transport.status import StatusBoard
 
 __all__ = ["serve", "serve_and_exit", "worker_state"]
@@ -408,7 +414,7 @@ def _unpicklable_result(result: object, exc: Exception) -> RemoteError:
         type_name=type_name,
         message=(
             f"the result, a {type_name}, could not be pickled to send it back: "
-            f"{qualified_type_name(exc)}: {exc}. Return plain data (or make the type "
-            "picklable with __reduce__) instead."
+            f"{qualified_type_name(exc)}: {exc}{describe_unpicklable(result, 'the result')}. "
+            "Return plain data (or make the type picklable with __reduce__) instead."
         ),
     )

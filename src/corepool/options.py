@@ -6,6 +6,7 @@ than pasted into each signature's docstring.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -196,6 +197,12 @@ class PoolOptions:
             isinstance(self.preload, tuple) and all(isinstance(m, str) for m in self.preload)
         ):
             raise TypeError(f"preload must be a tuple of module names, got {self.preload!r}")
+        for name in self.preload or ():
+            if importlib.util.find_spec(name) is None:
+                raise ValueError(
+                    f"preload names {name!r}, which cannot be imported here: check the "
+                    "spelling, or install it"
+                )
         _check_optional_count("inner_threads", self.inner_threads)
         if self.shared is not None and not (
             isinstance(self.shared, Mapping) and all(isinstance(k, str) for k in self.shared)

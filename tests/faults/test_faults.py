@@ -435,13 +435,44 @@ FAULTS = [
             ),
             error=corepool.SerializationError,
             match=r"^the arguments of task 1 of imap\(sleep_then\) could not be pickled to send "
-            r"them to a worker: TypeError: cannot pickle '_thread\.lock' object\.",
+            r"them to a worker: TypeError: cannot pickle '_thread\.lock' object "
+            r"\(at args\[1\], a _thread\.lock\)\.",
             expected=_TWENTY,
             bad=1,
             yielded=[0],
             check=_serialization("_thread.lock", cause=TypeError),
         ),
         id="unpicklable-argument-in-first-chunk",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                tasks.identity, _with_at(2, fault_tasks.Connection()), return_exceptions=rx
+            ),
+            error=corepool.SerializationError,
+            match=r"^the arguments of task 2 of map\(identity\) could not be pickled to send "
+            r"them to a worker: TypeError: cannot pickle '_thread\.lock' object \(at the "
+            r"item\.settings\['guard'\], a _thread\.lock\)\. Pass plain data",
+            expected=_TWENTY,
+            bad=2,
+            check=_serialization("fault_tasks.Connection", cause=TypeError),
+        ),
+        id="unpicklable-attribute-deep-in-an-argument",
+    ),
+    pytest.param(
+        Fault(
+            call=lambda pool, rx: pool.map(
+                fault_tasks.uses_a_lock_from_its_closure(), range(20), return_exceptions=rx
+            ),
+            error=corepool.SerializationError,
+            match=r"^the function of map\(uses_a_lock_from_its_closure\.<locals>\.locked_identity"
+            r"\) could not be pickled: TypeError: cannot pickle '_thread\.lock' object \(at the "
+            r"function \(closure variable 'guard'\), a _thread\.lock\)\. Define it at module "
+            r"level, and create what it needs \(locks, connections, open files\) inside it or "
+            r"in the pool's initializer\.$",
+            check=_serialization("_thread.lock", cause=TypeError),
+        ),
+        id="unpicklable-function-closure",
     ),
     pytest.param(
         Fault(

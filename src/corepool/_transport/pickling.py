@@ -8,15 +8,28 @@ sends them by value.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import pickle
 import traceback
+import types
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
 
 from corepool._protocol import ErrorSite, RemoteError
 
-__all__ = ["MAIN_REFERENCE", "PROTOCOL", "dumps", "dumps_function", "loads", "remote_error"]
+__all__ = [
+    "MAIN_REFERENCE",
+    "PROTOCOL",
+    "describe_unpicklable",
+    "dumps",
+    "dumps_function",
+    "find_unpicklable",
+    "loads",
+    "remote_error",
+]
 
 PROTOCOL = 5
 MAIN_REFERENCE = b"__main__"  # in a pickle: something workers would look up in __main__
@@ -76,3 +89,73 @@ def remote_error(exc: BaseException, site: ErrorSite = ErrorSite.TASK) -> Remote
         site=site,
         problem=problem,
     )
+
+
+_MAX_DEPTH = 8
+_MAX_CHILDREN = 1000
+
+
+def find_unpicklable(obj: Any, path: str) -> tuple[str, Any] | None:
+    """The path (from ``path``) and the value of the innermost part of ``obj`` that will not pickle.
+
+    Looks into containers, instance attributes, and a function's closure,
+    referenced globals and defaults, as cloudpickle sends them. ``None`` if
+    every part pickles alone (the whole may still fail).
+    """
+    try:
+        dumps(obj)
+    except Exception:
+        pass
+    else:
+        return None
+    return _innermost(obj, path, 0, set())
+
+
+def _innermost(obj: Any, path: str, depth: int, seen: set[int]) -> tuple[str, Any]:
+    if depth < _MAX_DEPTH and id(obj) not in seen:
+        seen.add(id(obj))
+        for child_path, child in itertools.islice(_children(obj, path), _MAX_CHILDREN):
+            try:
+                dumps(child)
+            except Exception:
+                return _innermost(child, child_path, depth + 1, seen)
+    return path, obj
+
+
+def _children(obj: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """The parts of ``obj`` that pickling it would pickle, each with its path."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield f"{path}[{key!r}]", value
+    elif isinstance(obj, (list, tuple)):
+        for index, value in enumerate(obj):
+            yield f"{path}[{index}]", value
+    elif isinstance(obj, (set, frozenset)):
+        for value in obj:
+            yield f"{path} item {value!r}", value
+    elif isinstance(obj, types.FunctionType):
+        for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or (), strict=False):
+            with contextlib.suppress(ValueError):  # an empty cell
+                yield f"{path} (closure variable {name!r})", cell.cell_contents
+        for name in obj.__code__.co_names:
+            if name in obj.__globals__:
+                yield f"{path} (global {name!r})", obj.__globals__[name]
+        for index, default in enumerate(obj.__defaults__ or ()):
+            yield f"{path} (default {index})", default
+    else:
+        attributes = getattr(obj, "__dict__", None)
+        if isinstance(attributes, dict):
+            for name, value in attributes.items():
+                yield f"{path}.{name}", value
+        for name in getattr(type(obj), "__slots__", ()):
+            if hasattr(obj, name):
+                yield f"{path}.{name}", getattr(obj, name)
+
+
+def describe_unpicklable(obj: Any, path: str) -> str:
+    """`` (at args[1].conn, a _thread.lock)``: where ``obj`` fails to pickle, or ``""``."""
+    found = find_unpicklable(obj, path)
+    if found is None or found[0] == path:
+        return ""
+    where, culprit = found
+    return f" (at {where}, a {qualified_type_name(culprit)})"

@@ -1,0 +1,113 @@
+"""Workers that start anywhere, fast, with their imports and their thread budget.
+
+The REPL and a real IPython kernel (run by nbclient) use a pool with
+functions defined there; ``preload`` puts modules in workers before their
+first task; ``inner_threads`` limits BLAS threads, as threadpoolctl reports
+from inside each worker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import corepool
+import tasks
+
+CORES = corepool.options.default_workers()
+
+
+def test_the_interactive_interpreter(start_method: str) -> None:
+    """``python -i`` reading from a pipe: the REPL, with functions defined in it."""
+    session = textwrap.dedent(
+        f"""
+        import corepool
+        def triple(x):
+            return 3 * x
+
+        pool = corepool.Pool(2, start_method={start_method!r})
+        print("result", pool.map(triple, range(4)), pool.map(lambda x: -x, [5]))
+        pool.close()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-i"],
+        input=session,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "result [0, 3, 6, 9] [-5]" in done.stdout
+
+
+def test_a_notebook_run_by_an_ipython_kernel() -> None:
+    nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbformat")
+    nbclient = pytest.importorskip("nbclient", reason="the test extra installs nbclient")
+    cells = [
+        "import corepool\nTAX = 1.2\ndef with_tax(price):\n    return round(price * TAX, 2)",
+        "with corepool.Pool(2) as pool:\n"
+        "    print(pool.map(with_tax, [10, 20]), pool.map(lambda x: x * 2, [21]))",
+        "p = corepool.Process(with_tax, (100,))\np.start()\nprint(p.result(timeout=30))",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3")
+    client.execute()
+    outputs = ["".join(o.get("text", "") for o in cell.outputs) for cell in notebook.cells]
+    assert outputs[1] == "[12.0, 24.0] [42]\n"
+    assert outputs[2] == "120.0\n"
+
+
+def test_preloaded_modules_are_there_before_the_first_task(start_method: str) -> None:
+    assert "wave" not in sys.modules  # a module that nothing here imports
+    with corepool.Pool(1, start_method=start_method, preload=("wave",)) as pool:
+        assert pool.map(tasks.modules_loaded, [["wave"]]) == [[True]]
+    with corepool.Pool(1, start_method=start_method, preload=()) as pool:
+        assert pool.map(tasks.modules_loaded, [["wave"]]) == [[False]]
+
+
+def test_heavy_modules_the_parent_imported_are_preloaded_by_default() -> None:
+    pytest.importorskip("numpy", reason="numpy is an optional extra")
+    with corepool.Pool(1, start_method="forkserver") as pool:
+        assert pool.options.resolved_preload[:1] == ("numpy",)
+        assert pool.map(tasks.modules_loaded, [["numpy"]]) == [[True]]
+
+
+def test_a_module_that_fails_to_preload_says_so(tmp_path: Path, monkeypatch: Any) -> None:
+    with pytest.raises(ValueError, match="preload names 'no_such_module_here', which cannot"):
+        corepool.Pool(preload=("no_such_module_here",))
+    (tmp_path / "breaks_on_import.py").write_text("raise ImportError('no licence file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with (
+        pytest.raises(corepool.PoolError, match=r"fork server \(pid \d+\) failed to start "),
+        corepool.Pool(1, start_method="forkserver", preload=("breaks_on_import",)) as pool,
+    ):
+        pool.map(tasks.square, [1])
+
+
+@pytest.mark.parametrize("workers, threads", [(2, None), (1, 2), (2, 1)])
+def test_workers_limit_their_blas_threads(
+    start_method: str, workers: int, threads: int | None
+) -> None:
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl is a dependency")
+    pytest.importorskip("numpy", reason="numpy is an optional extra")
+    expected = threads if threads is not None else max(1, CORES // workers)
+    with corepool.Pool(workers, start_method=start_method, inner_threads=threads) as pool:
+        reports = pool.map(tasks.blas_threads, range(workers), chunksize=1)
+    for report in reports:
+        assert report["OMP_NUM_THREADS"] == str(expected)
+        assert report["pools"], "numpy loaded no BLAS library?"
+        assert all(count == expected for count in report["pools"]), report
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(TypeError, match="preload must be a tuple of module names"):
+        corepool.Pool(preload=["numpy"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="inner_threads must be None or an int >= 1"):
+        corepool.Pool(inner_threads=0)
