@@ -217,15 +217,25 @@ def test_workers_are_the_pool_size(start_method: str) -> None:
 
 @pytest.mark.parametrize("how", ["script", "-c", "stdin"])
 def test_no_main_guard_needed(start_method: str, how: str, tmp_path: object) -> None:
-    """Workers never import __main__: top-level code runs once, in the parent."""
+    """Workers never import __main__: top-level code runs once, in the parent.
+
+    Functions defined there travel by value, with the globals they use (a
+    constant, a compiled regex).
+    """
     code = textwrap.dedent(
         f"""
+        import re
         import corepool
         print("top level ran")
+        NUMBER = re.compile(r"[0-9]+")
+        SCALE = 2
         def double(x):
-            return 2 * x
+            return SCALE * x
+        def numbers(text):
+            return NUMBER.findall(text)
         with corepool.Pool(2, start_method={start_method!r}) as pool:
             print(pool.map(double, range(5)), pool.map(lambda x: x + 1, [1]))
+            print(pool.map(numbers, ["a1b22", "c333"]))
         """
     )
     if how == "script":
@@ -241,7 +251,11 @@ def test_no_main_guard_needed(start_method: str, how: str, tmp_path: object) -> 
         args, check=False, input=stdin, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["top level ran", "[0, 2, 4, 6, 8] [2]"]
+    assert done.stdout.splitlines() == [
+        "top level ran",
+        "[0, 2, 4, 6, 8] [2]",
+        "[['1', '22'], ['333']]",
+    ]
 
 
 def test_calls_from_several_threads_share_the_pool() -> None:
