@@ -67,8 +67,7 @@ class RemoteTraceback(Exception):
 
 _SIGNAL_CAUSES = {
     "SIGKILL": (
-        "Likely out of memory (the kernel's OOM killer sends SIGKILL) or killed by "
-        "another process: try fewer workers or a smaller chunksize."
+        "Likely out of memory (the kernel's OOM killer sends SIGKILL) or killed by another process."
     ),
     "SIGSEGV": "Likely a crash in native code (an extension module or ctypes call).",
     "SIGBUS": "Likely a crash in native code, or a memory-mapped file that shrank.",
@@ -79,8 +78,10 @@ _SIGNAL_CAUSES = {
 }
 
 
-def _death_cause(exitcode: int | None) -> str:
+def _death_cause(exitcode: int | None, *, in_pool: bool) -> str:
     name = signal_name(exitcode)
+    if name == "SIGKILL" and in_pool:
+        return _SIGNAL_CAUSES[name][:-1] + ": try fewer workers or a smaller chunksize."
     if name is not None:
         return _SIGNAL_CAUSES.get(name, f"The worker was stopped by {name}.")
     if exitcode is None:
@@ -133,9 +134,8 @@ class WorkerDied(PoolError):
             replaced
         ]
         tries = f" The task was tried {attempts} times." if attempts > 1 else ""
-        super().__init__(
-            f"worker {worker_id} (pid {pid}) {how} {where}. {_death_cause(exitcode)}{after}{tries}"
-        )
+        cause = _death_cause(exitcode, in_pool=replaced is not None)
+        super().__init__(f"worker {worker_id} (pid {pid}) {how} {where}. {cause}{after}{tries}")
         self.replaced = replaced
         self.attempts = attempts
 
