@@ -42,8 +42,9 @@ from corepool._transport.buffers import (
     pack,
 )
 from corepool._transport.channel import Channel
+from corepool._transport.pickling import PROTOCOL
 from corepool.errors import QueueClosed
-from corepool.sync import Semaphore, _Block, _sem_acquire, _sem_release, _sem_value
+from corepool.sync import Semaphore, _Block, _libc, _sem_value
 
 __all__ = ["Connection", "Pipe", "Queue"]
 
@@ -64,6 +65,7 @@ _PLAIN_BATCH = _HEADER.pack(_INLINE | _BATCH, 0)
 # this many items: a batch of large items must not become one huge pickle.
 _BATCH_BYTES = 32 * 1024
 _BATCH_ITEMS = 1000
+_SCALARS = frozenset({bytes, str, int, float, bool, type(None)})
 _FIRST_BATCH = 8
 _ITEMS, _CLOSED_BYTE = 0, 0  # the state block's semaphore, and its flag byte
 _QUEUE_ROUTE = (
@@ -74,6 +76,10 @@ _QUEUE_ROUTE = (
 
 def _encode(obj: Any, threshold: int | None, flags: int) -> tuple[bytes, list[int], int]:
     """A queue message (header, segment kinds, pickle or segment), its fds and pickle size."""
+    if type(obj) in _SCALARS:  # nothing inside can go out of band: plain pickle, no packer
+        data = pickle.dumps(obj, PROTOCOL)
+        if len(data) <= _INLINE_BYTES:
+            return _PLAIN_INLINE + data, [], len(data)
     packed, fds = pack(obj, threshold)
     size = len(packed.data)
     if size <= _INLINE_BYTES:
@@ -141,8 +147,9 @@ class _Backlog:
 
     def __init__(self, writer: socket.socket, state: _Block) -> None:
         self._writer = writer
-        self._state = state
-        self._messages: collections.deque[tuple[bytes, list[int], int]] = collections.deque()
+        self._state = state  # keeps the mapping that the address below points into
+        self._items = state.sem(_ITEMS)
+        self._messages: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._close_after = False
@@ -150,10 +157,10 @@ class _Backlog:
     def __bool__(self) -> bool:
         return bool(self._messages)
 
-    def add(self, frame: bytes, fds: list[int], items: int) -> None:
-        """Queue a message of ``items`` items behind those already waiting."""
+    def add(self, frame: bytes, fds: list[int]) -> None:
+        """Queue a message behind those already waiting (it is counted already)."""
         with self._lock:
-            self._messages.append((frame, fds, items))
+            self._messages.append((frame, fds))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._drain, name="corepool-queue-backlog", daemon=True
@@ -179,7 +186,7 @@ class _Backlog:
                     if self._close_after:
                         _shut(sock)
                     return
-                frame, fds, items = self._messages[0]
+                frame, fds = self._messages[0]
             try:
                 _send_message(sock, frame, fds)
             except BlockingIOError:
@@ -187,7 +194,7 @@ class _Backlog:
                 continue
             except (QueueClosed, OSError):
                 with self._lock:
-                    for _, left, _ in self._messages:
+                    for _, left in self._messages:
                         _close_all(left)
                     self._messages.clear()
                     self._thread = None
@@ -196,7 +203,6 @@ class _Backlog:
             with self._lock:
                 self._messages.popleft()
             _close_all(fds)
-            _count_in(self._state, items)
 
     def join(self) -> None:
         thread = self._thread
@@ -217,11 +223,10 @@ atexit.register(flush_backlogs)
 exit_hooks.register(flush_backlogs)
 
 
-def _count_in(state: _Block, items: int) -> None:
-    """Add ``items`` to the queue's item count."""
-    sem = state.sem(_ITEMS)
+def _count_in(items_sem: int, items: int) -> None:
+    """Add ``items`` to the queue's item count (a semaphore, by address)."""
     for _ in range(items):
-        _sem_release(sem)
+        _libc.sem_post(items_sem)
 
 
 class Queue:
@@ -267,6 +272,7 @@ class Queue:
         self._setup(writer, reader, maxsize, buffer_threshold)
         self._space = Semaphore(maxsize) if maxsize else None
         self._state = _Block(1, 1)  # items in the queue; the closed flag
+        self._items = self._state.sem(_ITEMS)
 
     def _setup(
         self, writer: socket.socket, reader: socket.socket, maxsize: int, threshold: int | None
@@ -333,19 +339,22 @@ class Queue:
         if space is not None and not space.acquire(block, timeout):
             raise queue.Full
         frame, fds, size = _encode(obj, self._threshold, _BATCH if items > 1 else 0)
+        # Counted before it is sent: a consumer may take it the moment it is.
+        _count_in(self._items, items)
         try:
             if space is None:
-                self._send_unbounded(frame, fds, items)
+                self._send_unbounded(frame, fds)
             else:
                 self._send_bounded(frame, fds, block, timeout)
-                _count_in(self._state, items)
         except BaseException:
+            for _ in range(items):
+                _libc.sem_trywait(self._items)
             if space is not None:
                 space.release()
             raise
         return size
 
-    def _send_unbounded(self, frame: bytes, fds: list[int], items: int) -> None:
+    def _send_unbounded(self, frame: bytes, fds: list[int]) -> None:
         backlog = self._backlog
         if not backlog:  # nothing of ours is waiting: try the socket first
             try:
@@ -353,12 +362,12 @@ class Queue:
             except BlockingIOError:
                 pass
             else:
-                _close_all(fds)
-                _count_in(self._state, items)
+                if fds:
+                    _close_all(fds)
                 return
         if backlog is None:
             backlog = self._backlog = _Backlog(self._writer, self._state)
-        backlog.add(frame, fds, items)
+        backlog.add(frame, fds)
 
     def _send_bounded(
         self, frame: bytes, fds: list[int], block: bool, timeout: float | None
@@ -387,12 +396,12 @@ class Queue:
             QueueClosed: The queue is closed and drained.
         """
         received = self._received
-        if not received:
-            self._receive(block, timeout)
-        item = received.popleft()
-        if not received:
-            _holding.discard(self)
-        return item
+        if received:
+            item = received.popleft()
+            if not received:
+                _holding.discard(self)
+            return item
+        return self._receive(block, timeout)
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -409,18 +418,21 @@ class Queue:
         """
         received = self._received
         if not received:
-            self._receive(block, timeout)
+            received.append(self._receive(block, timeout))
         with contextlib.suppress(queue.Empty, QueueClosed):
             while len(received) < max_items:
-                self._receive(False, None)
+                received.append(self._receive(False, None))
         count = min(max_items, len(received))
         items = [received.popleft() for _ in range(count)]
         if not received:
             _holding.discard(self)
         return items
 
-    def _receive(self, block: bool, timeout: float | None) -> None:
-        """Receive one message into ``_received``, waiting as ``get`` says."""
+    def _receive(self, block: bool, timeout: float | None) -> Any:
+        """Receive one message, waiting as ``get`` says; return its (first) item.
+
+        The rest of a batch goes to ``_received``.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         reader = self._reader
         # Waiting with no timeout is a plain blocking receive: the kernel
@@ -445,7 +457,7 @@ class Queue:
                 continue
             break
         fds: list[int] = []
-        for level, kind, data in ancillary:
+        for level, kind, data in ancillary:  # none, for a message without segments
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.extend(struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4]))
         if not size:
@@ -455,15 +467,17 @@ class Queue:
             _close_all(fds)
             raise ConnectionError("a corepool.Queue message was truncated")
         obj, batch = _decode(frame, fds)
-        items = obj if batch else (obj,)
-        sem = self._state.sem(_ITEMS)
-        for _ in items:
-            _sem_acquire(sem, False, None)
         if self._space is not None:
             self._space.release()
-        self._received.extend(items)
-        if batch:
+        if not batch:
+            _libc.sem_trywait(self._items)
+            return obj
+        for _ in obj:
+            _libc.sem_trywait(self._items)
+        self._received.extend(obj[1:])
+        if len(obj) > 1:
             _holding.add(self)
+        return obj[0]
 
     def __iter__(self) -> Iterator[Any]:
         """Each item as it comes, until the queue is closed and drained."""
@@ -557,6 +571,7 @@ def _rebuild_queue(
     rebuilt._setup(socket.socket(fileno=writer), socket.socket(fileno=reader), maxsize, threshold)
     rebuilt._space = space
     rebuilt._state = state
+    rebuilt._items = state.sem(_ITEMS)
     return rebuilt
 
 

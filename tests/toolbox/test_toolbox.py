@@ -40,7 +40,9 @@ def test_an_unbounded_queue_never_blocks_its_producer() -> None:
     for item in range(ITEMS):
         q.put(item)
     assert time.monotonic() - started < 10
+    assert q.qsize() == ITEMS  # items waiting in the backlog count too
     assert [q.get(timeout=10) for _ in range(ITEMS)] == list(range(ITEMS))
+    assert q.qsize() == 0
 
 
 def test_get_and_put_time_out() -> None:
@@ -137,6 +139,8 @@ def test_a_queue_passed_to_pool_tasks(start_method: str) -> None:
         )
     assert counts == [100] * 4
     assert sorted(q.get(timeout=10) for _ in range(400)) == list(range(400))
+    assert q.qsize() == 0  # counted when put, uncounted when got: no race leaves one behind
+    assert q.empty()
 
 
 # -- Pipe ----------------------------------------------------------------------
