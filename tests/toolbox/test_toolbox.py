@@ -202,7 +202,8 @@ def test_value_add_is_atomic_across_processes(start_method: str) -> None:
         corepool.Value("x")
 
 
-def test_every_primitive_passes_to_pool_tasks(start_method: str) -> None:
+def _one_of_each() -> tuple[dict[str, Any], corepool.Connection]:
+    """Every primitive, for ``toolbox_tasks.use_everything``; and the parent's end of its pipe."""
     np = pytest.importorskip("numpy", reason="numpy is an optional extra")
     parent_end, worker_end = corepool.Pipe()
     things = {
@@ -217,6 +218,20 @@ def test_every_primitive_passes_to_pool_tasks(start_method: str) -> None:
         "pipe": worker_end,
         "array": corepool.SharedArray.zeros(3, np.int64),
     }
+    return things, parent_end
+
+
+def _check_what_the_worker_did(things: dict[str, Any], parent_end: Any) -> None:
+    assert things["event"].is_set()
+    assert things["value"].value == 6
+    assert things["counter"].value == 11
+    assert things["queue"].get(timeout=5) == "from a worker"
+    assert parent_end.recv() == "over the pipe"
+    assert things["array"][0] == 42
+
+
+def test_every_primitive_passes_to_pool_tasks(start_method: str) -> None:
+    things, parent_end = _one_of_each()
     with corepool.Pool(1, start_method=start_method) as pool:
         [seen] = pool.map(toolbox_tasks.use_everything, [things])
     assert seen == {
@@ -226,34 +241,15 @@ def test_every_primitive_passes_to_pool_tasks(start_method: str) -> None:
         "value": 6,
         "counter": 11,
     }
-    assert things["event"].is_set()
-    assert things["value"].value == 6
-    assert things["queue"].get(timeout=5) == "from a worker"
-    assert parent_end.recv() == "over the pipe"
-    assert things["array"][0] == 42
+    _check_what_the_worker_did(things, parent_end)
 
 
 def test_every_primitive_passes_to_a_process(start_method: str) -> None:
-    np = pytest.importorskip("numpy", reason="numpy is an optional extra")
-    parent_end, worker_end = corepool.Pipe()
-    things = {
-        "lock": corepool.Lock(),
-        "rlock": corepool.RLock(),
-        "semaphore": corepool.Semaphore(1),
-        "event": corepool.Event(),
-        "condition": corepool.Condition(),
-        "value": corepool.Value("i", 1),
-        "counter": corepool.Counter(10),
-        "queue": corepool.Queue(),
-        "pipe": worker_end,
-        "array": corepool.SharedArray.zeros(3, np.int64),
-    }
+    things, parent_end = _one_of_each()
     process = corepool.Process(toolbox_tasks.use_everything, (things,), start_method=start_method)
     process.start()
     assert process.result(timeout=30)["counter"] == 11
-    assert things["queue"].get(timeout=5) == "from a worker"
-    assert parent_end.recv() == "over the pipe"
-    assert things["array"][0] == 42
+    _check_what_the_worker_did(things, parent_end)
 
 
 def test_lock_semantics() -> None:
