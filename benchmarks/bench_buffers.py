@@ -33,29 +33,39 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import functools
 import gc
-import importlib
-import importlib.metadata
 import math
 import multiprocessing
 import os
 import platform
-import random
-import signal
 import statistics
-import sys
 import time
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from _harness import (
+    attempt,
+    case_parser,
+    corepool_method,
+    exit_if_abandoned,
+    fmt,
+    joblib_method,
+    library_versions,
+    mp_method,
+    mpire_method,
+    opened,
+    print_table,
+    quick_rounds,
+    safe_start_method,
+    shuffled,
+    split_cases,
+    timed_case,
+)
 
 WORKERS = 2
 SEED = 20261125
@@ -291,38 +301,6 @@ class MpireRunner:
         self.pool.terminate()
 
 
-def _start_method(get: Callable[[], str]) -> Callable[[], str]:
-    def safe() -> str:
-        try:
-            return get()
-        except Exception:
-            return "?"
-
-    return safe
-
-
-def _corepool_method() -> str:
-    from corepool.options import PoolOptions
-
-    return PoolOptions(workers=WORKERS).resolved_start_method
-
-
-def _joblib_method() -> str:
-    from joblib.externals.loky.backend.context import get_context
-
-    return str(get_context().get_start_method())
-
-
-def _mpire_method() -> str:
-    from mpire.context import DEFAULT_START_METHOD
-
-    return str(DEFAULT_START_METHOD)
-
-
-def _mp_method() -> str:
-    return str(multiprocessing.get_start_method())
-
-
 @dataclass(frozen=True)
 class Contender:
     name: str
@@ -332,39 +310,21 @@ class Contender:
 
 
 SERIAL = Contender("serial", lambda: "-", SerialRunner)
-COREPOOL = Contender("corepool", _start_method(_corepool_method), CorepoolRunner, corepool=True)
+COREPOOL = Contender(
+    "corepool",
+    safe_start_method(functools.partial(corepool_method, WORKERS)),
+    CorepoolRunner,
+    corepool=True,
+)
 PEER_POOLS: tuple[Contender, ...] = (
-    Contender("mp.Pool", _start_method(_mp_method), MpPoolRunner),
-    Contender("ProcessPoolExecutor", _start_method(_mp_method), ProcessPoolRunner),
-    Contender("joblib", _start_method(_joblib_method), JoblibRunner),
-    Contender("mpire", _start_method(_mpire_method), MpireRunner),
+    Contender("mp.Pool", safe_start_method(mp_method), MpPoolRunner),
+    Contender("ProcessPoolExecutor", safe_start_method(mp_method), ProcessPoolRunner),
+    Contender("joblib", safe_start_method(joblib_method), JoblibRunner),
+    Contender("mpire", safe_start_method(mpire_method), MpireRunner),
 )
 
 
 # -- measuring -----------------------------------------------------------------
-
-
-class RunTimeoutError(Exception):
-    """One contender's run took longer than ``--timeout``."""
-
-
-class deadline:  # noqa: N801  # used like a function: ``with deadline(60):``
-    """Raise ``RunTimeoutError`` in the main thread after ``seconds`` (0: never)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def __enter__(self) -> None:
-        if self.seconds > 0:
-            signal.signal(signal.SIGALRM, self._fire)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.seconds > 0:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def _fire(self, signum: int, frame: FrameType | None) -> None:
-        raise RunTimeoutError(f"no result after {self.seconds:g} s")
 
 
 @dataclass
@@ -398,45 +358,25 @@ def run_rounds(
     """
     results = {c.name: Result(c) for c in contenders}
     for round_no in range(cfg.rounds):
-        order = list(contenders)
-        random.Random(SEED + round_no).shuffle(order)
-        for contender in order:
+        for contender in shuffled(contenders, SEED + round_no):
             result = results[contender.name]
             if result.error is not None or result.capped:
                 continue
             gc.collect()
             start = time.perf_counter()
-            try:
-                with deadline(cfg.timeout):
-                    result.times.append(one_run(contender))
-            except Exception as exc:
-                result.error = f"{type(exc).__name__}: {exc}"
-                print(f"  ! {contender.name} failed in round {round_no + 1}: {result.error}")
-                traceback.print_exc()
+            result.error = attempt(
+                contender.name,
+                round_no,
+                cfg.timeout,
+                functools.partial(one_run, contender),
+                result.times,
+                show_traceback=True,
+            )
             result.wall += time.perf_counter() - start
             if cfg.cap > 0 and result.wall > cfg.cap and round_no + 1 < cfg.rounds:
                 result.capped = True
         print(f"  round {round_no + 1}/{cfg.rounds} done", flush=True)
     return [results[c.name] for c in contenders]
-
-
-# Pools whose run failed: kept alive, since the finalizer of a stuck pool may
-# block; if any, the script ends with os._exit instead of waiting for them.
-_ABANDONED: list[Runner] = []
-
-
-@contextlib.contextmanager
-def opened(open_pool: Callable[[], Runner]) -> Iterator[Runner]:
-    """An opened pool: closed after a good run, terminated (and kept) after a failure."""
-    runner = open_pool()
-    try:
-        yield runner
-        runner.close()
-    except BaseException:
-        _ABANDONED.append(runner)
-        with contextlib.suppress(Exception), deadline(30):
-            runner.terminate()
-        raise
 
 
 @dataclass(frozen=True)
@@ -468,27 +408,6 @@ def time_map(
 
 
 # -- reporting -----------------------------------------------------------------
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print a plain table: first two columns left-aligned, the others right-aligned."""
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    print(line(headers))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
 
 
 def report(title: str, results: list[Result], core: Result, cfg: Config) -> None:
@@ -725,23 +644,16 @@ def print_environment() -> None:
         f"Python {platform.python_version()} on {platform.platform()}, "
         f"{os.cpu_count()} cores, {WORKERS} workers"
     )
-    versions = []
-    for name in ("corepool", *PEERS):
-        try:
-            importlib.import_module(name)
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except Exception as exc:
-            versions.append(f"{name} unavailable ({type(exc).__name__})")
-    print("; ".join(versions))
+    print(library_versions(("corepool", *PEERS)))
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Config, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, help="rounds per case (default 5, --quick 2)")
-    parser.add_argument("--cases", default="a,b,c,d", help="comma-separated, e.g. a,c")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes and 2 rounds")
-    parser.add_argument(
-        "--timeout", type=float, default=300, help="seconds one run may take (0: no limit)"
+    parser = case_parser(
+        __doc__.split("\n\n")[0],
+        cases="a,b,c,d",
+        example="a,c",
+        quick_help="smaller sizes and 2 rounds",
+        timeout=300,
     )
     parser.add_argument(
         "--cap",
@@ -750,13 +662,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, list[str]]:
         help="seconds of runs after which a contender stops early in a case (0: never)",
     )
     args = parser.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(cases) - set("abcd"))
-    if unknown:
-        parser.error(f"unknown case(s): {', '.join(unknown)}")
-    rounds = args.rounds or (2 if args.quick else 5)
-    if rounds < 1:
-        parser.error("--rounds must be >= 1")
+    cases = split_cases(parser, args.cases, "abcd")
+    rounds = quick_rounds(parser, args.rounds, args.quick)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     return Config(rounds, args.timeout, args.cap, sizes), cases
 
@@ -773,19 +680,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     summary = []
     for case in cases:
-        start = time.perf_counter()
-        print(f"\ncase {case} ...", flush=True)
-        summary += runs[case](cfg)
-        print(f"(case {case} took {time.perf_counter() - start:.0f} s)", flush=True)
+        summary += timed_case(case, functools.partial(runs[case], cfg))
     print("\nTargets (corepool/x < 1 means corepool is faster)")
     for line in summary:
         print(line)
-    sys.stdout.flush()
-    if _ABANDONED:
-        print(f"\n{len(_ABANDONED)} pool(s) failed and were abandoned; exiting without them.")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+    exit_if_abandoned("pool(s) failed and were abandoned; exiting without them.")
 
 
 if __name__ == "__main__":

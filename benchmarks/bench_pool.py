@@ -20,27 +20,40 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import collections
-import contextlib
 import dataclasses
 import gc
-import importlib
-import importlib.metadata
 import math
 import multiprocessing
-import os
 import platform
 import random
-import signal
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
+from functools import partial
 from typing import Any, Protocol
+
+from _harness import (
+    attempt,
+    case_parser,
+    corepool_method,
+    exit_if_abandoned,
+    fmt,
+    joblib_method,
+    library_versions,
+    loky_method,
+    mp_method,
+    mpire_method,
+    opened,
+    print_table,
+    quick_rounds,
+    safe_start_method,
+    shuffled,
+    split_cases,
+    timed_case,
+)
 
 WORKERS = 2
 SEED = 20240611
@@ -324,44 +337,6 @@ def once_mpire() -> None:
         pool.apply(square, (3,))
 
 
-def _start_method(get: Callable[[], str]) -> Callable[[], str]:
-    def safe() -> str:
-        try:
-            return get()
-        except Exception:
-            return "?"
-
-    return safe
-
-
-def _corepool_method() -> str:
-    from corepool.options import PoolOptions
-
-    return PoolOptions(workers=WORKERS).resolved_start_method
-
-
-def _loky_method() -> str:
-    from loky.backend.context import get_context
-
-    return str(get_context().get_start_method())
-
-
-def _joblib_method() -> str:
-    from joblib.externals.loky.backend.context import get_context
-
-    return str(get_context().get_start_method())
-
-
-def _mpire_method() -> str:
-    from mpire.context import DEFAULT_START_METHOD
-
-    return str(DEFAULT_START_METHOD)
-
-
-def _mp_method() -> str:
-    return str(multiprocessing.get_start_method())
-
-
 @dataclass(frozen=True)
 class Contender:
     name: str
@@ -374,49 +349,30 @@ class Contender:
 SERIAL = Contender("serial", lambda: "-", open=SerialRunner)
 CONTENDERS: tuple[Contender, ...] = (
     Contender(
-        "corepool", _start_method(_corepool_method), CorepoolRunner, once_corepool, imap=True
+        "corepool",
+        safe_start_method(partial(corepool_method, WORKERS)),
+        CorepoolRunner,
+        once_corepool,
+        imap=True,
     ),
-    Contender("mp.Pool.map", _start_method(_mp_method), MpPoolRunner, once_mp_pool),
+    Contender("mp.Pool.map", safe_start_method(mp_method), MpPoolRunner, once_mp_pool),
     Contender(
-        "mp.Pool.imap", _start_method(_mp_method), lambda: MpPoolRunner(use_imap=True), imap=True
+        "mp.Pool.imap", safe_start_method(mp_method), lambda: MpPoolRunner(use_imap=True), imap=True
     ),
     Contender(
         "ProcessPoolExecutor",
-        _start_method(_mp_method),
+        safe_start_method(mp_method),
         ProcessPoolRunner,
         once_process_pool,
         imap=True,
     ),
-    Contender("joblib", _start_method(_joblib_method), JoblibRunner, once_joblib, imap=True),
-    Contender("loky", _start_method(_loky_method), LokyRunner, once_loky, imap=True),
-    Contender("mpire", _start_method(_mpire_method), MpireRunner, once_mpire, imap=True),
+    Contender("joblib", safe_start_method(joblib_method), JoblibRunner, once_joblib, imap=True),
+    Contender("loky", safe_start_method(loky_method), LokyRunner, once_loky, imap=True),
+    Contender("mpire", safe_start_method(mpire_method), MpireRunner, once_mpire, imap=True),
 )
 
 
 # -- measuring -----------------------------------------------------------------
-
-
-class RunTimeoutError(Exception):
-    """One contender's run took longer than ``--timeout``."""
-
-
-class deadline:  # noqa: N801  # used like a function: ``with deadline(60):``
-    """Raise ``RunTimeoutError`` in the main thread after ``seconds`` (0: never)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def __enter__(self) -> None:
-        if self.seconds > 0:
-            signal.signal(signal.SIGALRM, self._fire)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.seconds > 0:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def _fire(self, signum: int, frame: FrameType | None) -> None:
-        raise RunTimeoutError(f"no result after {self.seconds:g} s")
 
 
 class RssSampler:
@@ -474,46 +430,27 @@ def run_rounds(
     """Run every contender once per round, in a shuffled order; a failure skips the rest."""
     results = {c.name: Result(c) for c in contenders}
     for round_no in range(cfg.rounds):
-        order = list(contenders)
-        random.Random(SEED + round_no).shuffle(order)
-        for contender in order:
+        for contender in shuffled(contenders, SEED + round_no):
             result = results[contender.name]
             if result.error is not None:
                 continue
             gc.collect()
-            try:
-                with deadline(cfg.timeout):
-                    result.times.append(one_run(contender))
-            except Exception as exc:
-                result.error = f"{type(exc).__name__}: {exc}"
-                print(f"  ! {contender.name} failed in round {round_no + 1}: {result.error}")
+            result.error = attempt(
+                contender.name, round_no, cfg.timeout, partial(one_run, contender), result.times
+            )
         print(f"  round {round_no + 1}/{cfg.rounds} done", flush=True)
     return [results[c.name] for c in contenders]
 
 
-# Pools whose run failed: kept alive, since the finalizer of a stuck pool may
-# block; if any, the script ends with os._exit instead of waiting for them.
-_ABANDONED: list[Runner] = []
-
-
-@contextlib.contextmanager
-def opened(contender: Contender) -> Iterator[Runner]:
-    """An opened pool: closed after a good run, terminated (and kept) after a failure."""
+def runner_opener(contender: Contender) -> Callable[[], Runner]:
+    """The contender's pool opener (it must have one)."""
     assert contender.open is not None
-    runner = contender.open()
-    try:
-        yield runner
-        runner.close()
-    except BaseException:
-        _ABANDONED.append(runner)
-        with contextlib.suppress(Exception), deadline(30):
-            runner.terminate()
-        raise
+    return contender.open
 
 
 def time_map(contender: Contender, fn: Fn, items: list[int], expected: list[int]) -> float:
     """Open, warm up, time one ``map`` of ``items``, close; check the results."""
-    with opened(contender) as runner:
+    with opened(runner_opener(contender)) as runner:
         warm = runner.map(fn, items[:WARMUP_ITEMS])
         if warm != expected[:WARMUP_ITEMS]:
             raise AssertionError("wrong results in the warm-up call")
@@ -527,7 +464,7 @@ def time_map(contender: Contender, fn: Fn, items: list[int], expected: list[int]
 
 def time_imap(contender: Contender, n: int, rss: list[float]) -> float:
     """Open, warm up, time an ``imap`` of ``square`` over a generator; record RSS growth."""
-    with opened(contender) as runner:
+    with opened(runner_opener(contender)) as runner:
         warm = list(runner.imap(square, (i for i in range(WARMUP_ITEMS))))
         if warm != [square(i) for i in range(WARMUP_ITEMS)]:
             raise AssertionError("wrong results in the warm-up call")
@@ -553,27 +490,6 @@ def time_once(contender: Contender) -> float:
 
 
 # -- reporting -----------------------------------------------------------------
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print a plain table: first column left-aligned, the others right-aligned."""
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    print(line(headers))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
 
 
 def report(
@@ -706,32 +622,20 @@ def case_f(cfg: Config) -> str:
 
 def print_environment() -> None:
     print(f"Python {platform.python_version()} on {platform.platform()}, {WORKERS} workers")
-    versions = []
-    for name in ("corepool", *PEERS):
-        try:
-            importlib.import_module(name)
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except Exception as exc:
-            versions.append(f"{name} unavailable ({type(exc).__name__})")
-    print("; ".join(versions))
+    print(library_versions(("corepool", *PEERS)))
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Config, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, help="rounds per case (default 5, --quick 2)")
-    parser.add_argument("--cases", default="a,b,c,d,e,f", help="comma-separated, e.g. a,b,c")
-    parser.add_argument("--quick", action="store_true", help="fewer items and 2 rounds")
-    parser.add_argument(
-        "--timeout", type=float, default=300, help="seconds one run may take (0: no limit)"
+    parser = case_parser(
+        __doc__.split("\n\n")[0],
+        cases="a,b,c,d,e,f",
+        example="a,b,c",
+        quick_help="fewer items and 2 rounds",
+        timeout=300,
     )
     args = parser.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(cases) - set("abcdef"))
-    if unknown:
-        parser.error(f"unknown case(s): {', '.join(unknown)}")
-    rounds = args.rounds or (2 if args.quick else 5)
-    if rounds < 1:
-        parser.error("--rounds must be >= 1")
+    cases = split_cases(parser, args.cases, "abcdef")
+    rounds = quick_rounds(parser, args.rounds, args.quick)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     return Config(rounds, args.timeout, *sizes), cases
 
@@ -754,19 +658,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     summary = []
     for case in cases:
-        start = time.perf_counter()
-        print(f"\ncase {case} ...", flush=True)
-        summary.append(runs[case]())
-        print(f"(case {case} took {time.perf_counter() - start:.0f} s)", flush=True)
+        summary.append(timed_case(case, runs[case]))
     print("\nSummary (corepool/best < 1 means corepool is faster)")
     for line in summary:
         print(line)
-    sys.stdout.flush()
-    if _ABANDONED:
-        print(f"\n{len(_ABANDONED)} pool(s) failed and were abandoned; exiting without them.")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+    exit_if_abandoned("pool(s) failed and were abandoned; exiting without them.")
 
 
 if __name__ == "__main__":

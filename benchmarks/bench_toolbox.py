@@ -46,7 +46,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import importlib.metadata
@@ -56,21 +55,31 @@ import multiprocessing
 import os
 import platform
 import queue as queue_module
-import random
-import signal
 import statistics
 import struct
-import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 
 import corepool
+from _harness import (
+    ABANDONED,
+    attempt,
+    case_parser,
+    deadline,
+    exit_if_abandoned,
+    fmt,
+    mp_method,
+    print_table,
+    quick_rounds,
+    shuffled,
+    split_cases,
+    timed_case,
+)
 from corepool.errors import QueueClosed
 
 try:
@@ -295,7 +304,7 @@ COREPOOL = Lib(
 )
 MP = Lib(
     "mp",
-    lambda: str(multiprocessing.get_start_method()),
+    mp_method,
     MpChild,
     multiprocessing.Queue,
     multiprocessing.Event,
@@ -374,38 +383,10 @@ if faster_fifo is not None:
 # -- measuring -----------------------------------------------------------------
 
 
-class RunTimeoutError(Exception):
-    """One contender's run took longer than ``--timeout``."""
-
-
-class deadline:  # noqa: N801  # used like a function: ``with deadline(60):``
-    """Raise ``RunTimeoutError`` in the main thread after ``seconds`` (0: never)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def __enter__(self) -> None:
-        if self.seconds > 0:
-            signal.signal(signal.SIGALRM, self._fire)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.seconds > 0:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def _fire(self, signum: int, frame: FrameType | None) -> None:
-        raise RunTimeoutError(f"no result after {self.seconds:g} s")
-
-
 @dataclass(frozen=True)
 class Sample:
     seconds: float  # the timed window
     start_s: float = math.nan  # start() to all children ready
-
-
-# Children of failed runs: killed, and kept so that the script ends with
-# os._exit instead of waiting on anything they left behind.
-_ABANDONED: list[Child] = []
 
 
 class Children:
@@ -433,7 +414,7 @@ class Children:
             yield self
         except BaseException:
             for child in self.started:
-                _ABANDONED.append(child)
+                ABANDONED.append(child)
                 with contextlib.suppress(Exception), deadline(30):
                     child.kill()
             raise
@@ -615,46 +596,24 @@ def run_rounds(cfg: Config, contenders: Sequence[Contender]) -> list[Result]:
     """Run every contender once per round, in a shuffled order; a failure skips the rest."""
     results = {c.name: Result(c) for c in contenders}
     for round_no in range(cfg.rounds):
-        order = list(contenders)
-        random.Random(SEED + round_no).shuffle(order)
-        for contender in order:
+        for contender in shuffled(contenders, SEED + round_no):
             result = results[contender.name]
             if result.error is not None:
                 continue
             gc.collect()
-            try:
-                with deadline(cfg.timeout):
-                    result.samples.append(contender.run(cfg))
-            except Exception as exc:
-                result.error = f"{type(exc).__name__}: {exc}"
-                print(f"  ! {contender.name} failed in round {round_no + 1}: {result.error}")
-                traceback.print_exc()
+            result.error = attempt(
+                contender.name,
+                round_no,
+                cfg.timeout,
+                partial(contender.run, cfg),
+                result.samples,
+                show_traceback=True,
+            )
         print(f"  round {round_no + 1}/{cfg.rounds} done", flush=True)
     return [results[c.name] for c in contenders]
 
 
 # -- reporting -----------------------------------------------------------------
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print a plain table: first two columns left-aligned, the others right-aligned."""
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    print(line(headers))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
 
 
 @dataclass(frozen=True)
@@ -866,21 +825,16 @@ def print_environment() -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Config, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, help="rounds per case (default 5, --quick 2)")
-    parser.add_argument("--cases", default="a,b,c,d,e,f,g", help="comma-separated, e.g. a,c,e")
-    parser.add_argument("--quick", action="store_true", help="1/10 the sizes and 2 rounds")
-    parser.add_argument(
-        "--timeout", type=float, default=120, help="seconds one run may take (0: no limit)"
+    parser = case_parser(
+        __doc__.split("\n\n")[0],
+        cases="a,b,c,d,e,f,g",
+        example="a,c,e",
+        quick_help="1/10 the sizes and 2 rounds",
+        timeout=120,
     )
     args = parser.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(cases) - set("abcdefg"))
-    if unknown:
-        parser.error(f"unknown case(s): {', '.join(unknown)}")
-    rounds = args.rounds or (2 if args.quick else 5)
-    if rounds < 1:
-        parser.error("--rounds must be >= 1")
+    cases = split_cases(parser, args.cases, "abcdefg")
+    rounds = quick_rounds(parser, args.rounds, args.quick)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     return Config(rounds, args.timeout, *sizes), cases
 
@@ -900,20 +854,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     done: dict[str, Case] = {}
     for case in cases:
-        start = time.perf_counter()
-        print(f"\ncase {case} ...", flush=True)
-        done[case] = runs[case](cfg)
-        print(f"(case {case} took {time.perf_counter() - start:.0f} s)", flush=True)
+        done[case] = timed_case(case, partial(runs[case], cfg))
     print("\nSummary (medians)")
     for case in done.values():
         print(summary_line(case))
     print_targets(done)
-    sys.stdout.flush()
-    if _ABANDONED:
-        print(f"\n{len(_ABANDONED)} child process(es) of failed runs were killed; exiting.")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+    exit_if_abandoned("child process(es) of failed runs were killed; exiting.")
 
 
 if __name__ == "__main__":

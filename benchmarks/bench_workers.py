@@ -49,7 +49,6 @@ import math
 import multiprocessing
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -57,6 +56,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
+
+from _harness import print_table, shuffled, split_cases, timed_case
 
 if TYPE_CHECKING:
     from corepool.options import StartMethod
@@ -233,9 +234,7 @@ def run_rounds(rounds: int, contenders: Sequence[Contender], timeout: float) -> 
     """
     results = {c.name: Result(c) for c in contenders}
     for round_no in range(-1, rounds):
-        order = list(contenders)
-        random.Random(SEED + round_no).shuffle(order)
-        for contender in order:
+        for contender in shuffled(contenders, SEED + round_no):
             gc.collect()
             faulthandler.dump_traceback_later(timeout, exit=True)
             try:
@@ -251,23 +250,6 @@ def run_rounds(rounds: int, contenders: Sequence[Contender], timeout: float) -> 
 
 
 # -- reporting -----------------------------------------------------------------
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print a plain table: first two columns left-aligned, the others right-aligned."""
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    print(line(headers))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
 
 
 def ms(seconds: float) -> str:
@@ -500,10 +482,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[dict[str, int], list[str], f
         "--timeout", type=float, default=120, help="seconds one run may take, else abort"
     )
     args = parser.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(cases) - set(ROUNDS))
-    if unknown:
-        parser.error(f"unknown case(s): {', '.join(unknown)}")
+    cases = split_cases(parser, args.cases, ROUNDS)
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be >= 1")
     defaults = QUICK_ROUNDS if args.quick else ROUNDS
@@ -526,10 +505,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     summary = []
     for case in cases:
-        start = time.perf_counter()
-        print(f"\ncase {case} ...", flush=True)
-        summary += runs[case]()
-        print(f"(case {case} took {time.perf_counter() - start:.0f} s)", flush=True)
+        summary += timed_case(case, runs[case])
     print("\nSummary (corepool/x < 1 means corepool is faster)")
     for line in summary:
         print(line)
