@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import pickle
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -434,3 +437,30 @@ def test_put_many_of_large_items_keeps_each_item_whole() -> None:
     blobs = [bytes([i]) * 70_000 for i in range(100)]  # batches shrink to one item
     q.put_many(blobs)
     assert [q.get(timeout=10) for _ in range(100)] == blobs
+
+
+@pytest.mark.parametrize(
+    "wait",
+    ["lock.acquire()", "queue.get()", "event.wait()", "lock.acquire(timeout=30)"],
+)
+def test_ctrl_c_interrupts_a_wait(wait: str) -> None:
+    """Waiting releases the GIL in C, yet a SIGINT still raises KeyboardInterrupt at once."""
+    script = (
+        "import corepool\n"
+        "lock, queue, event = corepool.Lock(), corepool.Queue(), corepool.Event()\n"
+        "lock.acquire()\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        f"    {wait}\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline() == "waiting\n"
+    time.sleep(0.2)
+    started = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=10) == 0
+    assert child.stdout.read() == "interrupted\n"
+    assert time.monotonic() - started < 2
