@@ -3,7 +3,8 @@
 A ``Queue`` is a Unix ``SOCK_SEQPACKET`` socket pair that every process
 holding the queue shares: ``put`` sends one message, ``get`` receives one.
 The kernel hands each message, whole, to exactly one reader, so many
-producers and many consumers need no lock and no feeder thread. Large
+producers and many consumers need no lock; a thread in a producer sends only
+what the socket had no room for (its backlog). Large
 buffers (numpy arrays, ``bytearray``) and large pickles travel as
 shared-memory segments, as with pool tasks. ``close()`` shuts the socket's
 sending side for everyone: consumers drain what is left, then ``get``
@@ -44,7 +45,7 @@ from corepool._transport.buffers import (
 from corepool._transport.channel import Channel
 from corepool._transport.pickling import PROTOCOL
 from corepool.errors import QueueClosed
-from corepool.sync import Semaphore, _Block, _libc, _sem_value
+from corepool.sync import Semaphore, SharedBlock, libc, sem_value
 
 __all__ = ["Connection", "Pipe", "Queue"]
 
@@ -145,7 +146,7 @@ class _Backlog:
     loses it.
     """
 
-    def __init__(self, writer: socket.socket, state: _Block) -> None:
+    def __init__(self, writer: socket.socket, state: SharedBlock) -> None:
         self._writer = writer
         self._state = state  # keeps the mapping that the address below points into
         self._items = state.sem(_ITEMS)
@@ -226,7 +227,7 @@ exit_hooks.register(flush_backlogs)
 def _count_in(items_sem: int, items: int) -> None:
     """Add ``items`` to the queue's item count (a semaphore, by address)."""
     for _ in range(items):
-        _libc.sem_post(items_sem)
+        libc.sem_post(items_sem)
 
 
 class Queue:
@@ -271,7 +272,7 @@ class Queue:
         writer, reader = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._setup(writer, reader, maxsize, buffer_threshold)
         self._space = Semaphore(maxsize) if maxsize else None
-        self._state = _Block(1, 1)  # items in the queue; the closed flag
+        self._state = SharedBlock(1, 1)  # items in the queue; the closed flag
         self._items = self._state.sem(_ITEMS)
 
     def _setup(
@@ -348,7 +349,7 @@ class Queue:
                 self._send_bounded(frame, fds, block, timeout)
         except BaseException:
             for _ in range(items):
-                _libc.sem_trywait(self._items)
+                libc.sem_trywait(self._items)
             if space is not None:
                 space.release()
             raise
@@ -470,10 +471,10 @@ class Queue:
         if self._space is not None:
             self._space.release()
         if not batch:
-            _libc.sem_trywait(self._items)
+            libc.sem_trywait(self._items)
             return obj
         for _ in obj:
-            _libc.sem_trywait(self._items)
+            libc.sem_trywait(self._items)
         self._received.extend(obj[1:])
         if len(obj) > 1:
             _holding.add(self)
@@ -491,7 +492,7 @@ class Queue:
 
     def qsize(self) -> int:
         """How many items are in the queue now (a snapshot; not those a consumer holds)."""
-        return _sem_value(self._state.sem(_ITEMS))
+        return sem_value(self._state.sem(_ITEMS))
 
     def empty(self) -> bool:
         """Whether the queue holds no item now (a snapshot)."""
@@ -565,7 +566,7 @@ def _rebuild_queue(
     maxsize: int,
     threshold: int | None,
     space: Semaphore | None,
-    state: _Block,
+    state: SharedBlock,
 ) -> Queue:
     rebuilt = Queue.__new__(Queue)
     rebuilt._setup(socket.socket(fileno=writer), socket.socket(fileno=reader), maxsize, threshold)

@@ -70,16 +70,18 @@ def _load_libc() -> Any:
     return libc
 
 
-_libc = _load_libc()
+# libc, SharedBlock and the sem_* functions are for corepool.queues too; they
+# are not part of the public API (see __all__).
+libc = _load_libc()
 
 
-class _Block:
+class SharedBlock:
     """A shared segment of ``sems`` process-shared semaphores followed by ``fields`` int64s."""
 
     __slots__ = ("__weakref__", "_address", "_memory", "fields", "sems")
 
     def __init__(self, sems: int, fields: int, memory: memoryview | None = None) -> None:
-        if _libc is None:
+        if libc is None:
             raise NotImplementedError(
                 "corepool's locks and shared values need Linux (process-shared "
                 "POSIX semaphores); on this platform use multiprocessing's"
@@ -104,7 +106,7 @@ class _Block:
         return self._address + self.sems * _SEM_BYTES + number * _FIELD_BYTES
 
     def init(self, number: int, value: int) -> None:
-        if _libc.sem_init(self.sem(number), 1, value) != 0:
+        if libc.sem_init(self.sem(number), 1, value) != 0:
             _raise_errno("sem_init")
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
@@ -113,12 +115,12 @@ class _Block:
         return _attach_block, (pickle.PickleBuffer(self._memory), self.sems)
 
 
-def _attach_block(buffer: Any, sems: int) -> _Block:
+def _attach_block(buffer: Any, sems: int) -> SharedBlock:
     view = memoryview(buffer)
     if not is_shared(view):
         raise TypeError(_WRONG_ROUTE.format(kind="lock or value"))
     fields = (len(view) - sems * _SEM_BYTES) // _FIELD_BYTES
-    return _Block(sems, fields, view)
+    return SharedBlock(sems, fields, view)
 
 
 def _raise_errno(call: str) -> None:
@@ -126,22 +128,22 @@ def _raise_errno(call: str) -> None:
     raise OSError(code, f"{call} failed: {os.strerror(code)}")
 
 
-def _sem_acquire(sem: int, block: bool, timeout: float | None) -> bool:
+def sem_acquire(sem: int, block: bool, timeout: float | None) -> bool:
     """Take one unit of the semaphore at ``sem``; ``False`` if it could not in time."""
     if not block or (timeout is not None and timeout <= 0):
-        if _libc.sem_trywait(sem) == 0:
+        if libc.sem_trywait(sem) == 0:
             return True
         if ctypes.get_errno() != _EAGAIN:
             _raise_errno("sem_trywait")
         return False
     if timeout is None:
-        while _libc.sem_wait(sem) != 0:
+        while libc.sem_wait(sem) != 0:
             if ctypes.get_errno() != _EINTR:  # a signal: its handler ran; wait on
                 _raise_errno("sem_wait")
         return True
     deadline = time.time() + timeout
     when = _timespec(int(deadline), int((deadline % 1) * 1e9))
-    while _libc.sem_timedwait(sem, ctypes.byref(when)) != 0:
+    while libc.sem_timedwait(sem, ctypes.byref(when)) != 0:
         error = ctypes.get_errno()
         if error == _ETIMEDOUT:
             return False
@@ -150,20 +152,20 @@ def _sem_acquire(sem: int, block: bool, timeout: float | None) -> bool:
     return True
 
 
-def _sem_release(sem: int) -> None:
-    if _libc.sem_post(sem) != 0:
+def sem_release(sem: int) -> None:
+    if libc.sem_post(sem) != 0:
         _raise_errno("sem_post")
 
 
-def _sem_value(sem: int) -> int:
+def sem_value(sem: int) -> int:
     value = ctypes.c_int()
-    if _libc.sem_getvalue(sem, ctypes.byref(value)) != 0:
+    if libc.sem_getvalue(sem, ctypes.byref(value)) != 0:
         _raise_errno("sem_getvalue")
     return value.value
 
 
 _EAGAIN, _EINTR, _ETIMEDOUT = 11, 4, 110
-if _libc is not None:
+if libc is not None:
     import errno
 
     _EAGAIN, _EINTR, _ETIMEDOUT = errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT
@@ -202,7 +204,7 @@ class Semaphore(_Context):
     def __init__(self, value: int = 1) -> None:
         if value < 0:
             raise ValueError(f"a semaphore's value must be >= 0, got {value}")
-        self._block = _Block(1, 1)
+        self._block = SharedBlock(1, 1)
         self._block.init(0, value)
         self._block.fields.cast("q")[0] = value
 
@@ -212,15 +214,15 @@ class Semaphore(_Context):
         Returns:
             Whether it was taken.
         """
-        return _sem_acquire(self._block.sem(0), block, timeout)
+        return sem_acquire(self._block.sem(0), block, timeout)
 
     def release(self) -> None:
         """Give one back, waking one waiter."""
-        _sem_release(self._block.sem(0))
+        sem_release(self._block.sem(0))
 
     def get_value(self) -> int:
         """The current count (a snapshot: other processes may change it at once)."""
-        return _sem_value(self._block.sem(0))
+        return sem_value(self._block.sem(0))
 
     def __repr__(self) -> str:
         return f"<corepool.{type(self).__name__} value={self.get_value()}>"
@@ -268,7 +270,7 @@ class Lock(Semaphore):
         return f"<corepool.Lock {'locked' if self.locked() else 'unlocked'}>"
 
 
-def _rebuild(cls: Any, block: _Block) -> Any:
+def _rebuild(cls: Any, block: SharedBlock) -> Any:
     instance = cls.__new__(cls)
     instance._block = block
     return instance
@@ -283,7 +285,7 @@ class RLock(_Context):
     __slots__ = ("_block",)
 
     def __init__(self) -> None:
-        self._block = _Block(1, 3)
+        self._block = SharedBlock(1, 3)
         self._block.init(0, 1)
 
     def _fields(self) -> memoryview:
@@ -299,7 +301,7 @@ class RLock(_Context):
         if self._is_mine():
             fields[_DEPTH] += 1
             return True
-        if not _sem_acquire(self._block.sem(0), block, timeout):
+        if not sem_acquire(self._block.sem(0), block, timeout):
             return False
         fields[_OWNER_PID], fields[_OWNER_THREAD], fields[_DEPTH] = (
             os.getpid(),
@@ -320,7 +322,7 @@ class RLock(_Context):
         fields[_DEPTH] -= 1
         if fields[_DEPTH] == 0:
             fields[_OWNER_PID] = fields[_OWNER_THREAD] = 0
-            _sem_release(self._block.sem(0))
+            sem_release(self._block.sem(0))
 
     def _release_all(self) -> int:
         """Release every take (for ``Condition.wait``); return how many there were."""
@@ -356,7 +358,7 @@ class Condition(_Context):
 
     def __init__(self, lock: Lock | RLock | None = None) -> None:
         self._lock = lock if lock is not None else RLock()
-        self._block = _Block(3, 0)
+        self._block = SharedBlock(3, 0)
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Acquire the underlying lock."""
@@ -381,14 +383,14 @@ class Condition(_Context):
         """
         self._check_owned()
         block = self._block
-        _sem_release(block.sem(_SLEEPING))  # announce one more sleeper
+        sem_release(block.sem(_SLEEPING))  # announce one more sleeper
         depth = self._lock._release_all() if isinstance(self._lock, RLock) else 1
         if isinstance(self._lock, Lock):
             self._lock.release()
         try:
-            return _sem_acquire(block.sem(_WAKE), True, timeout)
+            return sem_acquire(block.sem(_WAKE), True, timeout)
         finally:
-            _sem_release(block.sem(_WOKEN))  # tell the notifier this sleeper is up
+            sem_release(block.sem(_WOKEN))  # tell the notifier this sleeper is up
             if isinstance(self._lock, RLock):
                 self._lock._acquire_again(depth)
             else:
@@ -412,16 +414,16 @@ class Condition(_Context):
         block = self._block
         # Sleepers that timed out since the last notify left a "woken" behind
         # without being woken: settle those first.
-        while _sem_acquire(block.sem(_WOKEN), False, None):
-            _sem_acquire(block.sem(_SLEEPING), False, None)
+        while sem_acquire(block.sem(_WOKEN), False, None):
+            sem_acquire(block.sem(_SLEEPING), False, None)
         woken = 0
-        while woken < n and _sem_acquire(block.sem(_SLEEPING), False, None):
-            _sem_release(block.sem(_WAKE))
+        while woken < n and sem_acquire(block.sem(_SLEEPING), False, None):
+            sem_release(block.sem(_WAKE))
             woken += 1
         if woken:
             for _ in range(woken):  # wait until each has taken its wake-up (or timed out)
-                _sem_acquire(block.sem(_WOKEN), True, None)
-            while _sem_acquire(block.sem(_WAKE), False, None):
+                sem_acquire(block.sem(_WOKEN), True, None)
+            while sem_acquire(block.sem(_WAKE), False, None):
                 pass  # a sleeper timed out instead: take back its unused wake-up
 
     def notify_all(self) -> None:
@@ -432,7 +434,7 @@ class Condition(_Context):
         return _rebuild_condition, (self._lock, self._block)
 
 
-def _rebuild_condition(lock: Lock | RLock, block: _Block) -> Condition:
+def _rebuild_condition(lock: Lock | RLock, block: SharedBlock) -> Condition:
     condition = Condition.__new__(Condition)
     condition._lock = lock
     condition._block = block
@@ -446,7 +448,7 @@ class Event:
 
     def __init__(self) -> None:
         self._condition = Condition(Lock())
-        self._block = _Block(0, 1)
+        self._block = SharedBlock(0, 1)
 
     def is_set(self) -> bool:
         """Whether the flag is up."""
@@ -475,7 +477,7 @@ class Event:
         return _rebuild_event, (self._condition, self._block)
 
 
-def _rebuild_event(condition: Condition, block: _Block) -> Event:
+def _rebuild_event(condition: Condition, block: SharedBlock) -> Event:
     event = Event.__new__(Event)
     event._condition = condition
     event._block = block
@@ -494,7 +496,7 @@ class Barrier(threading.Barrier):
     ) -> None:
         if parties < 1:
             raise ValueError(f"a Barrier needs at least 1 party, got {parties}")
-        self._restore(parties, action, timeout, Condition(Lock()), _Block(0, 2))
+        self._restore(parties, action, timeout, Condition(Lock()), SharedBlock(0, 2))
         self._state = 0
         self._count = 0
 
@@ -504,7 +506,7 @@ class Barrier(threading.Barrier):
         action: Callable[[], Any] | None,
         timeout: float | None,
         condition: Condition,
-        block: _Block,
+        block: SharedBlock,
     ) -> None:
         self._parties = parties
         self._action = action
@@ -538,7 +540,7 @@ def _rebuild_barrier(
     action: Callable[[], Any] | None,
     timeout: float | None,
     condition: Condition,
-    block: _Block,
+    block: SharedBlock,
 ) -> Barrier:
     barrier = Barrier.__new__(Barrier)
     barrier._restore(parties, action, timeout, condition, block)
@@ -601,10 +603,10 @@ class Value:
                 f"Value needs one of the typecodes {', '.join(_CTYPES)} or a ctypes "
                 f"number type, got {typecode_or_type!r}"
             )
-        self._attach(typecode, Lock(), _Block(0, 1))
+        self._attach(typecode, Lock(), SharedBlock(0, 1))
         self._cell[0] = value
 
-    def _attach(self, typecode: str, lock: Lock, block: _Block) -> None:
+    def _attach(self, typecode: str, lock: Lock, block: SharedBlock) -> None:
         self._typecode = typecode
         self._lock = lock
         self._block = block
@@ -658,7 +660,7 @@ class Value:
         return _rebuild_value, (type(self), self._typecode, self._lock, self._block)
 
 
-def _rebuild_value(cls: type[Value], typecode: str, lock: Lock, block: _Block) -> Value:
+def _rebuild_value(cls: type[Value], typecode: str, lock: Lock, block: SharedBlock) -> Value:
     value = cls.__new__(cls)
     value._attach(typecode, lock, block)
     return value
