@@ -5,6 +5,8 @@ Runs in the caller's thread. tqdm is imported only when a bar is asked for.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any
 
 __all__ = ["ProgressBar"]
@@ -20,8 +22,10 @@ class ProgressBar:
     """
 
     def __init__(self, description: str, total: int | None) -> None:
-        from tqdm.auto import tqdm  # noqa: PLC0415  # only when a bar is asked for
-
+        # A notebook's widget bar where IPython runs; the terminal's elsewhere.
+        # (tqdm.auto would import IPython to find out: 100+ ms when it is installed.)
+        module = "tqdm.auto" if "IPython" in sys.modules else "tqdm"
+        tqdm = importlib.import_module(module).tqdm  # only when a bar is asked for
         self._bar: Any = tqdm(total=total, desc=description, unit="task", dynamic_ncols=True)
 
     def update(self, tasks: int) -> None:
