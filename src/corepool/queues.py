@@ -42,7 +42,7 @@ from corepool._transport.buffers import (
     open_segments,
     pack,
 )
-from corepool._transport.channel import Channel
+from corepool._transport.channel import Channel, close_fds
 from corepool._transport.pickling import PROTOCOL
 from corepool.errors import QueueClosed
 from corepool.sync import Semaphore, SharedBlock, libc, sem_value
@@ -92,7 +92,7 @@ def _encode(obj: Any, threshold: int | None, flags: int) -> tuple[bytes, list[in
     try:
         fds.append(copy_to_segment(memoryview(packed.data)))
     except BaseException:
-        _close_all(fds)
+        close_fds(fds)
         raise
     return _HEADER.pack(flags, len(packed.kinds)) + packed.kinds, fds, size
 
@@ -113,11 +113,6 @@ def _decode(frame: memoryview, fds: list[int]) -> tuple[Any, bool]:
         os.close(fds[-1])
     packed = Packed(body, kinds)
     return open_segments(packed, fds[:-1], writable_copies=True).load(), bool(flags & _BATCH)
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
 
 
 def _shut(writer: socket.socket) -> None:
@@ -146,10 +141,8 @@ class _Backlog:
     loses it.
     """
 
-    def __init__(self, writer: socket.socket, state: SharedBlock) -> None:
+    def __init__(self, writer: socket.socket) -> None:
         self._writer = writer
-        self._state = state  # keeps the mapping that the address below points into
-        self._items = state.sem(_ITEMS)
         self._messages: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -196,14 +189,14 @@ class _Backlog:
             except (QueueClosed, OSError):
                 with self._lock:
                     for _, left in self._messages:
-                        _close_all(left)
+                        close_fds(left)
                     self._messages.clear()
                     self._thread = None
                     _draining.discard(self)
                 return
             with self._lock:
                 self._messages.popleft()
-            _close_all(fds)
+            close_fds(fds)
 
     def join(self) -> None:
         thread = self._thread
@@ -364,10 +357,10 @@ class Queue:
                 pass
             else:
                 if fds:
-                    _close_all(fds)
+                    close_fds(fds)
                 return
         if backlog is None:
-            backlog = self._backlog = _Backlog(self._writer, self._state)
+            backlog = self._backlog = _Backlog(self._writer)
         backlog.add(frame, fds)
 
     def _send_bounded(
@@ -385,7 +378,7 @@ class Queue:
                         raise queue.Full from None
                     select.select([], [self._writer], [], remaining)
         finally:
-            _close_all(fds)
+            close_fds(fds)
 
     # -- getting -------------------------------------------------------------
 
@@ -465,7 +458,7 @@ class Queue:
             raise QueueClosed("the corepool.Queue is closed and drained")
         frame = memoryview(buffer)[:size]
         if flags & _BROKEN:
-            _close_all(fds)
+            close_fds(fds)
             raise ConnectionError("a corepool.Queue message was truncated")
         obj, batch = _decode(frame, fds)
         if self._space is not None:

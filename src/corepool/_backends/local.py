@@ -31,6 +31,7 @@ from corepool._protocol import (
 )
 from corepool._spawn import PARK_SECONDS, WorkerProcess, WorkerSetup, adopt, park, start_worker
 from corepool._transport.buffers import SegmentCache, open_segments, pack
+from corepool._transport.channel import close_fds
 from corepool._transport.pickling import dumps, dumps_function, loads
 from corepool._transport.status import shared_board
 from corepool.errors import PoolError
@@ -165,7 +166,7 @@ class LocalBackend:
         try:
             fn_id, fn_payload = self._function_id(chunk.fn)
         except BaseException:
-            _close_all(fds)
+            close_fds(fds)
             raise
         forget = tuple(fid for fid in self._forgotten if fid in slot.known_fns)
         slot.known_fns.difference_update(forget)
@@ -301,7 +302,7 @@ class LocalBackend:
     def _handle_message(self, worker_id: int, message: object, fds: list[int]) -> Event | None:
         slot = self._slots[worker_id]
         if fds and not isinstance(message, ChunkDone):
-            _close_all(fds)  # only results come with segments
+            close_fds(fds)  # only results come with segments
         if isinstance(message, ChunkDone):
             payload = open_segments(message.results, fds, writable_copies=True)
             chunk = slot.in_flight.popleft()
@@ -386,7 +387,7 @@ class LocalBackend:
             self._board.release(process.slot)
         for job_id in list(self._segment_caches):
             self.release(job_id)
-        _close_all(self._shared_fds)
+        close_fds(self._shared_fds)
         self._shared_fds = []
 
 
@@ -394,11 +395,6 @@ def _send_quietly(process: WorkerProcess, payload: bytes, fds: list[int] | None 
     """Queue a message (the channel takes ``fds``); a dead worker is noticed by ``wait``."""
     with contextlib.suppress(OSError):
         process.conn.send(payload, fds or ())
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
 
 
 def _flush_quietly(process: WorkerProcess) -> None:

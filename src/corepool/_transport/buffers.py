@@ -39,6 +39,7 @@ from typing import Any
 import cloudpickle
 
 from corepool._protocol import Packed
+from corepool._transport.channel import MAX_FDS, close_fds
 from corepool._transport.pickling import MAIN_REFERENCE, PROTOCOL, dumps
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 DEFAULT_THRESHOLD = 1 << 20
-MAX_SEGMENTS = 250  # per message: the channel's limit of descriptors
+MAX_SEGMENTS = MAX_FDS  # per message: the channel's limit of descriptors
 _COPY, _SHARED, _DESCRIPTOR = b"c", b"s", b"f"
 
 # The packer of the pickling under way in this thread (for PassFd), and the
@@ -341,16 +342,11 @@ def open_segments(packed: Packed, fds: list[int], *, writable_copies: bool) -> P
                 descriptors.append(fd)
             pending.pop(0)
     except BaseException:
-        _close_all([fd for fd in descriptors if fd is not None])
+        close_fds([fd for fd in descriptors if fd is not None])
         raise
     finally:
-        _close_all(pending)
+        close_fds(pending)
     return Payload(packed, views, descriptors)
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
 
 
 class Payload:

@@ -27,9 +27,10 @@ import os
 import select
 import socket
 import struct
+from collections.abc import Iterable
 from typing import NamedTuple
 
-__all__ = ["MAX_FDS", "Channel", "Message", "recv_exactly"]
+__all__ = ["MAX_FDS", "Channel", "Message", "close_fds", "recv_exactly"]
 
 _HEADER = struct.Struct("!QI")
 MAX_FDS = 250  # the kernel accepts 253 per sendmsg (SCM_MAX_FD)
@@ -107,7 +108,7 @@ class Channel:
             OSError: The peer is gone (``BrokenPipeError``, ``ConnectionResetError``).
         """
         if len(fds) > MAX_FDS:
-            _close_all(fds)
+            close_fds(fds)
             raise ValueError(f"a message carries at most {MAX_FDS} descriptors, not {len(fds)}")
         header = _HEADER.pack(len(payload), len(fds))
         sent = 0
@@ -122,10 +123,10 @@ class Channel:
             except BlockingIOError:
                 pass
             except OSError:
-                _close_all(fds)
+                close_fds(fds)
                 raise
             else:
-                _close_all(fds)  # they went with the first byte
+                close_fds(fds)  # they went with the first byte
                 fds = ()
                 if sent == len(header) + len(payload):
                     return
@@ -170,7 +171,7 @@ class Channel:
         sent = self._sock.sendmsg(batch, ancillary, int(flags))
         if fds:  # sent with the first byte: the peer has its copies now
             for part in itertools.islice(self._outbox, len(batch)):
-                _close_all(part.fds)
+                close_fds(part.fds)
                 part.fds = []
         return sent
 
@@ -294,14 +295,15 @@ class Channel:
 
     def close(self) -> None:
         for part in self._outbox:
-            _close_all(part.fds)
+            close_fds(part.fds)
         self._outbox.clear()
-        _close_all(self._fds_in)
+        close_fds(self._fds_in)
         self._fds_in.clear()
         self._sock.close()
 
 
-def _close_all(fds: collections.abc.Iterable[int]) -> None:
+def close_fds(fds: Iterable[int]) -> None:
+    """Close each of ``fds`` (descriptors a message brought, or was to carry)."""
     for fd in fds:
         os.close(fd)
 
