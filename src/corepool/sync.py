@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import pickle
 import sys
@@ -133,21 +134,21 @@ def sem_acquire(sem: int, block: bool, timeout: float | None) -> bool:
     if not block or (timeout is not None and timeout <= 0):
         if libc.sem_trywait(sem) == 0:
             return True
-        if ctypes.get_errno() != _EAGAIN:
+        if ctypes.get_errno() != errno.EAGAIN:
             _raise_errno("sem_trywait")
         return False
     if timeout is None:
         while libc.sem_wait(sem) != 0:
-            if ctypes.get_errno() != _EINTR:  # a signal: its handler ran; wait on
+            if ctypes.get_errno() != errno.EINTR:  # a signal: its handler ran; wait on
                 _raise_errno("sem_wait")
         return True
     deadline = time.time() + timeout
     when = _timespec(int(deadline), int((deadline % 1) * 1e9))
     while libc.sem_timedwait(sem, ctypes.byref(when)) != 0:
         error = ctypes.get_errno()
-        if error == _ETIMEDOUT:
+        if error == errno.ETIMEDOUT:
             return False
-        if error != _EINTR:
+        if error != errno.EINTR:
             _raise_errno("sem_timedwait")
     return True
 
@@ -162,13 +163,6 @@ def sem_value(sem: int) -> int:
     if libc.sem_getvalue(sem, ctypes.byref(value)) != 0:
         _raise_errno("sem_getvalue")
     return value.value
-
-
-_EAGAIN, _EINTR, _ETIMEDOUT = 11, 4, 110
-if libc is not None:
-    import errno
-
-    _EAGAIN, _EINTR, _ETIMEDOUT = errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT
 
 
 class _Context:
@@ -266,6 +260,17 @@ class Lock(Semaphore):
         """Whether some process holds the lock now."""
         return self.get_value() == 0
 
+    # What Condition needs of its lock. A Lock has no owner: held is held.
+    def _held_here(self) -> bool:
+        return self.locked()
+
+    def _release_all(self) -> int:
+        self.release()
+        return 1
+
+    def _acquire_again(self, depth: int) -> None:
+        self.acquire()
+
     def __repr__(self) -> str:
         return f"<corepool.Lock {'locked' if self.locked() else 'unlocked'}>"
 
@@ -291,14 +296,14 @@ class RLock(_Context):
     def _fields(self) -> memoryview:
         return self._block.fields.cast("q")
 
-    def _is_mine(self) -> bool:
+    def _held_here(self) -> bool:
         fields = self._fields()
         return fields[_OWNER_PID] == os.getpid() and fields[_OWNER_THREAD] == threading.get_ident()
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Take the lock, or take it once more if this thread holds it already."""
         fields = self._fields()
-        if self._is_mine():
+        if self._held_here():
             fields[_DEPTH] += 1
             return True
         if not sem_acquire(self._block.sem(0), block, timeout):
@@ -316,7 +321,7 @@ class RLock(_Context):
         Raises:
             RuntimeError: This thread does not hold the lock.
         """
-        if not self._is_mine():
+        if not self._held_here():
             raise RuntimeError("cannot release a corepool.RLock that this thread does not hold")
         fields = self._fields()
         fields[_DEPTH] -= 1
@@ -369,10 +374,7 @@ class Condition(_Context):
         self._lock.release()
 
     def _check_owned(self) -> None:
-        if isinstance(self._lock, RLock):
-            if not self._lock._is_mine():
-                raise RuntimeError("a Condition must be acquired before wait or notify")
-        elif not self._lock.locked():
+        if not self._lock._held_here():
             raise RuntimeError("a Condition must be acquired before wait or notify")
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -384,17 +386,12 @@ class Condition(_Context):
         self._check_owned()
         block = self._block
         sem_release(block.sem(_SLEEPING))  # announce one more sleeper
-        depth = self._lock._release_all() if isinstance(self._lock, RLock) else 1
-        if isinstance(self._lock, Lock):
-            self._lock.release()
+        depth = self._lock._release_all()
         try:
             return sem_acquire(block.sem(_WAKE), True, timeout)
         finally:
             sem_release(block.sem(_WOKEN))  # tell the notifier this sleeper is up
-            if isinstance(self._lock, RLock):
-                self._lock._acquire_again(depth)
-            else:
-                self._lock.acquire()
+            self._lock._acquire_again(depth)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true (or ``timeout``); return its last value."""
