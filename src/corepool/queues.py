@@ -594,9 +594,8 @@ class Connection:
         """
         if not self._writable:
             raise OSError("this connection is read-only")
-        packed, fds = pack(obj, DEFAULT_THRESHOLD)
-        # The segment kinds, then the pickle: one byte when there are none.
-        self._channel.send(bytes((len(packed.kinds),)) + packed.kinds + packed.data, fds)
+        frame, fds, _ = _encode(obj, DEFAULT_THRESHOLD, 0)  # a queue message's format
+        self._channel.send(frame, fds)
 
     def recv(self) -> Any:
         """Wait for the next object and return it.
@@ -608,11 +607,7 @@ class Connection:
             raise OSError("this connection is write-only")
         message = self._channel.recv()
         assert message is not None
-        payload, count = message.payload, message.payload[0]
-        if not message.fds:
-            return pickle.loads(memoryview(payload)[1:])
-        packed = Packed(bytes(payload[1 + count :]), bytes(payload[1 : 1 + count]))
-        return open_segments(packed, message.fds, writable_copies=True).load()
+        return _decode(memoryview(message.payload), message.fds)[0]
 
     def send_bytes(self, data: bytes) -> None:
         """Send raw bytes, to be read with ``recv_bytes``."""
