@@ -2,25 +2,30 @@
 
 ::
 
-    PoolError(Exception)
-    ├─ WorkerDied          .worker_id .pid .exitcode .signal .task_index .attempts
-    ├─ TaskTimeout         also a TimeoutError; .task_index .timeout .attempts
-    ├─ PoolClosed          use after close() or terminate()
-    ├─ SerializationError  an argument, result or exception would not pickle
-    ├─ InitializerError    the pool's initializer raised in a worker
-    └─ BackendError        __cause__ is the backend's own exception
+    PoolError(Exception)                     also a ...
+    ├─ WorkerDied          .worker_id ...    concurrent.futures.process.BrokenProcessPool
+    ├─ TaskTimeout         .task_index ...   TimeoutError
+    ├─ PoolClosed          use after close() RuntimeError
+    ├─ SerializationError  .type_name ...    pickle.PicklingError and pickle.UnpicklingError
+    ├─ InitializerError    initializer raised  BrokenProcessPool (a BrokenExecutor)
+    ├─ BackendError        __cause__ is the backend's own exception
+    └─ QueueClosed         a closed corepool.Queue
 
     RemoteTraceback(Exception)   the worker's traceback text, chained as the
                                  __cause__ of an exception raised by a task
 
 A task's own exception reaches the caller as its own type, not wrapped: catch
 ``ValueError`` as you would in serial code. Only what corepool itself detects
-is a ``PoolError``.
+is a ``PoolError``. Each is also the standard library's exception for the
+same event (the right-hand column), so an ``except`` clause written for
+``multiprocessing`` or ``concurrent.futures`` catches it unchanged.
 """
 
 from __future__ import annotations
 
+import pickle as _pickle
 import signal as _signal
+from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
 
 __all__ = [
     "BackendError",
@@ -92,12 +97,14 @@ def _death_cause(exitcode: int | None, *, in_pool: bool) -> str:
     )
 
 
-class WorkerDied(PoolError):
+class WorkerDied(PoolError, _BrokenProcessPool):
     """A worker process ended while it was running a task.
 
     Raised (or returned, with ``return_exceptions=True``) for exactly the task
     that was running; the other tasks it held are run again on other workers.
-    The worker is replaced and the pool stays usable.
+    The worker is replaced and the pool stays usable. It is a
+    ``BrokenProcessPool`` too, what ``concurrent.futures`` raises when a
+    worker dies (there, the whole pool breaks).
 
     Attributes:
         worker_id: The worker's number in the pool (0 to ``workers - 1``).
@@ -197,12 +204,15 @@ def _rebuild_task_timeout(
     return TaskTimeout(message, task_index=task_index, timeout=timeout, attempts=attempts)
 
 
-class PoolClosed(PoolError):
-    """The pool was used after ``close()`` or ``terminate()``."""
+class PoolClosed(PoolError, RuntimeError):
+    """The pool was used after ``close()`` or ``terminate()``; also a ``RuntimeError``, as in the stdlib."""
 
 
-class SerializationError(PoolError):
+class SerializationError(PoolError, _pickle.PicklingError, _pickle.UnpicklingError):
     """An argument, result or exception could not cross a process boundary.
+
+    Also a ``pickle.PicklingError`` and a ``pickle.UnpicklingError``, whichever
+    of the two the code that catches it was written for.
 
     Attributes:
         type_name: The qualified name of the type that failed, when known.
@@ -228,8 +238,11 @@ def _rebuild_serialization_error(
     return SerializationError(message, type_name=type_name, traceback_text=traceback_text)
 
 
-class InitializerError(PoolError):
-    """The pool's ``initializer`` raised in a worker; the pool cannot start workers."""
+class InitializerError(PoolError, _BrokenProcessPool):
+    """The pool's ``initializer`` raised in a worker; the pool cannot start workers.
+
+    Also a ``BrokenProcessPool`` (a ``BrokenExecutor``), as ``concurrent.futures`` raises.
+    """
 
 
 class BackendError(PoolError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import re
+from concurrent.futures import BrokenExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -106,6 +108,24 @@ def test_signal_names() -> None:
 def test_task_timeout_is_a_timeout_error() -> None:
     assert issubclass(corepool.TaskTimeout, TimeoutError)
     assert issubclass(corepool.TaskTimeout, corepool.PoolError)
+
+
+@pytest.mark.parametrize(
+    ("error", "stdlib"),
+    [
+        (corepool.WorkerDied, BrokenProcessPool),
+        (corepool.WorkerDied, BrokenExecutor),
+        (corepool.InitializerError, BrokenProcessPool),
+        (corepool.PoolClosed, RuntimeError),
+        (corepool.SerializationError, pickle.PicklingError),
+        (corepool.SerializationError, pickle.UnpicklingError),
+        (corepool.TaskTimeout, TimeoutError),
+    ],
+)
+def test_errors_are_the_stdlibs_too(error: type[Exception], stdlib: type[Exception]) -> None:
+    """An ``except`` written for multiprocessing or concurrent.futures catches corepool's error."""
+    assert issubclass(error, stdlib)
+    assert issubclass(error, corepool.PoolError)
 
 
 def test_public_api_is_pinned() -> None:
