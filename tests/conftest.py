@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import re
 import sys
@@ -24,14 +26,27 @@ SHM = Path("/dev/shm")
 LEAK_GRACE_S = 5.0
 
 
+def _stdlib_helpers() -> set[int]:
+    """multiprocessing's own long-lived helpers: its fork server and resource tracker.
+
+    Started once by the first stdlib process or Manager of their kind, they
+    live as long as this process, as corepool's fork servers do.
+    """
+    pids = {
+        getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None),
+        getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None),
+    }
+    return {pid for pid in pids if pid is not None}
+
+
 def _children() -> set[int]:
-    """Our live descendants, less the fork servers and parked workers.
+    """Our live descendants, less the fork servers, parked workers and stdlib helpers.
 
     Fork servers live as long as this process; parked workers wait a few
     seconds to serve the next pool (tests/pool/test_parking.py checks that
     they go away by themselves).
     """
-    keep = set(_spawn.forkserver_pids()) | set(_spawn.parked_pids())
+    keep = set(_spawn.forkserver_pids()) | set(_spawn.parked_pids()) | _stdlib_helpers()
     found = set()
     for child in psutil.Process().children(recursive=True):
         try:

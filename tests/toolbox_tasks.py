@@ -73,6 +73,21 @@ def use_everything(things: dict[str, Any]) -> dict[str, Any]:
     return seen
 
 
+def remember(things: dict[str, Any]) -> None:
+    """A pool initializer: keep the primitives that came through ``initargs``."""
+    corepool.worker_state()["things"] = things
+
+
+def use_remembered() -> dict[str, Any]:
+    """``use_everything`` on what ``remember`` (or ``shared=``) put in the worker's state."""
+    return use_everything(corepool.worker_state()["things"])
+
+
+def use_from_manager(shared: Any) -> dict[str, Any]:
+    """``use_everything`` on the primitives a Manager's dict holds under ``"things"``."""
+    return use_everything(shared["things"])
+
+
 def wait_at(barrier: corepool.Barrier) -> int:
     return barrier.wait(timeout=20)
 

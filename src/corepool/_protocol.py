@@ -75,10 +75,12 @@ class WorkerConfig(NamedTuple):
     parent_pid: int  # the worker exits when this process ends
     max_memory_bytes: int | None  # ask to retire once resident memory passes this
     sys_path: list[str]
-    initializer: bytes | None  # a pickled (callable, args) pair
+    # The message's descriptors are the shared objects' first, then the initializer's.
+    initializer: Packed | None  # a pickled (callable, args) pair
     buffer_threshold: int | None  # results' buffers this large go through shared memory
     shared: Packed | None  # the pool's load-once objects: a dict for worker_state()
     inner_threads: int | None  # BLAS/OpenMP threads for libraries already loaded
+    authkey: bytes  # the parent's, so that Manager proxies and Listeners accept the worker
 
 
 class RunChunk(NamedTuple):
@@ -89,9 +91,9 @@ class RunChunk(NamedTuple):
     stride: int  # the status slot is written every `stride` tasks (see _worker)
     timed: bool  # write each task's start time too: the parent enforces a task_timeout
     fn_id: int
-    fn: bytes | None  # the pickled function, sent once per worker and function
+    fn: Packed | None  # the pickled function, sent once per worker and function
     mode: CallMode
-    items: Packed  # the list of task payloads
+    items: Packed  # the list of task payloads; its descriptors come before the function's
     forget: tuple[int, ...]  # function ids the worker may drop
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import multiprocessing
 import os
 import resource
 import select
@@ -39,12 +40,13 @@ from corepool._protocol import (
     WorkerConfig,
 )
 from corepool._transport import exit_hooks
-from corepool._transport.buffers import open_segments, pack
+from corepool._transport.buffers import open_segments, pack, split_fds
 from corepool._transport.channel import Channel
 from corepool._transport.pickling import (
     describe_unpicklable,
     dumps,
     loads,
+    new_main_module,
     qualified_type_name,
     remote_error,
 )
@@ -90,6 +92,11 @@ def serve(conn_fd: int, board_fd: int) -> int:
         conn_fd: This worker's end of its duplex connection to the parent.
         board_fd: The file descriptor of the parent's status board.
     """
+    # Whatever started it (a fork of the parent included), the worker's script
+    # namespace starts empty and is filled by what the parent sends: a class
+    # of the script then has one identity in the worker, whichever function
+    # or argument brought it.
+    new_main_module()
     conn = Channel(socket.socket(fileno=conn_fd), blocking=True)
     # Only the parent decides what Ctrl-C means: a terminal sends SIGINT to the
     # whole process group, and a worker dying of it would look like a crash.
@@ -147,11 +154,14 @@ def _configure(conn: Channel, config: WorkerConfig, fds: list[int]) -> bool:
     if config.inner_threads is not None:
         _limit_inner_threads(config.inner_threads)
     sys.path[:] = config.sys_path + [p for p in sys.path if p not in config.sys_path]
+    multiprocessing.current_process().authkey = config.authkey
+    shared_fds, initializer_fds = split_fds(config.shared, fds)
     try:
         if config.shared is not None:
-            _state.update(open_segments(config.shared, fds, writable_copies=False).load())
+            _state.update(open_segments(config.shared, shared_fds, writable_copies=False).load())
         if config.initializer is not None:
-            initializer, initargs = loads(config.initializer)
+            setup = open_segments(config.initializer, initializer_fds, writable_copies=False)
+            initializer, initargs = setup.load()
             initializer(*initargs)
     except BaseException as exc:
         conn.send(dumps(InitFailed(os.getpid(), remote_error(exc))))
@@ -199,6 +209,7 @@ def _loop(conn: Channel, status: memoryview) -> int:
         elif isinstance(message, Park):
             functions.clear()
             _state.clear()
+            new_main_module()
             try:
                 adoption = conn.recv(message.timeout_s)
                 if adoption is None:
@@ -222,12 +233,14 @@ def _run_chunk(
 ) -> tuple[bytes, list[int]]:
     """Run a chunk; return its pickled ``ChunkDone`` and the descriptors to send with it."""
     count = message.tasks
+    item_fds, fn_fds = split_fds(message.items, fds)
     try:
-        payload = open_segments(message.items, fds, writable_copies=False)
+        payload = open_segments(message.items, item_fds, writable_copies=False)
         fn = functions.get(message.fn_id)
         if fn is None:
             assert message.fn is not None, "the parent sends each function once per worker"
-            fn = functions[message.fn_id] = loads(message.fn)
+            function = open_segments(message.fn, fn_fds, writable_copies=False)
+            fn = functions[message.fn_id] = function.load()
         items = payload.load()
     except Exception as exc:
         error = remote_error(exc, ErrorSite.ARGUMENTS)
@@ -372,16 +385,16 @@ def _encode_done(
     A result that will not pickle becomes that task's error.
     """
     try:
-        packed, fds = pack(results, _buffer_threshold)
+        packed, fds = pack(results, _buffer_threshold, for_parent=True)
     except Exception:
         errors = dict(errors or {})
         for position, result in enumerate(results):
             try:
-                dumps(result)
+                dumps(result, for_parent=True)
             except Exception as exc:
                 errors[position] = _unpicklable_result(result, exc)
                 results[position] = None
-        packed, fds = pack(results, _buffer_threshold)
+        packed, fds = pack(results, _buffer_threshold, for_parent=True)
     start = time.perf_counter() if computed_at is None else computed_at
     encode_s = time.perf_counter() - start
     done = ChunkDone(chunk_id, packed, errors, decode_s, compute_s, encode_s, _over_memory())

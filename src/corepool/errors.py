@@ -205,7 +205,10 @@ def _rebuild_task_timeout(
 
 
 class PoolClosed(PoolError, RuntimeError):
-    """The pool was used after ``close()`` or ``terminate()``; also a ``RuntimeError``, as in the stdlib."""
+    """The pool was used after ``close()`` or ``terminate()``.
+
+    Also a ``RuntimeError``, as the standard library raises.
+    """
 
 
 class SerializationError(PoolError, _pickle.PicklingError, _pickle.UnpicklingError):

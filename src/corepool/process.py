@@ -9,6 +9,7 @@ and the rest passed as handles), and ended with its parent, never orphaned.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import select
 import signal
@@ -22,7 +23,8 @@ from corepool._protocol import CallMode, ChunkDone, RunChunk, Stop, WorkerConfig
 from corepool._scheduler import task_error
 from corepool._spawn import WorkerProcess, start_worker
 from corepool._transport.buffers import DEFAULT_THRESHOLD, open_segments, pack
-from corepool._transport.pickling import dumps, dumps_function, loads
+from corepool._transport.channel import close_fds
+from corepool._transport.pickling import dumps, loads
 from corepool._transport.status import shared_board
 from corepool.errors import WorkerDied
 from corepool.options import StartMethod, default_start_method
@@ -93,17 +95,40 @@ class Process:
         if self._worker is not None:
             raise RuntimeError(f"Process {self.name!r} can only be started once")
         items, fds = pack([(self._args, self._kwargs)], DEFAULT_THRESHOLD)
-        function = dumps_function(self._target)
+        try:
+            function, function_fds = pack(self._target, None)
+        except BaseException:
+            close_fds(fds)
+            raise
         board = shared_board()
         worker = start_worker(self._method, 0, board.fd)
         worker.slot = board.allocate()
         self._worker = worker
         config = WorkerConfig(
-            0, worker.slot, os.getpid(), None, list(sys.path), None, DEFAULT_THRESHOLD, None, None
+            worker_id=0,
+            slot=worker.slot,
+            parent_pid=os.getpid(),
+            max_memory_bytes=None,
+            sys_path=list(sys.path),
+            initializer=None,
+            buffer_threshold=DEFAULT_THRESHOLD,
+            shared=None,
+            inner_threads=None,
+            authkey=bytes(multiprocessing.current_process().authkey),
         )
-        run = RunChunk(0, 1, 1, False, 0, function, CallMode.CALL, items, ())
+        run = RunChunk(
+            chunk_id=0,
+            tasks=1,
+            stride=1,
+            timed=False,
+            fn_id=0,
+            fn=function,
+            mode=CallMode.CALL,
+            items=items,
+            forget=(),
+        )
         worker.conn.send(dumps(config))
-        worker.conn.send(dumps(run), fds)
+        worker.conn.send(dumps(run), fds + function_fds)
         worker.conn.send(dumps(Stop()))
         self._flush()
 

@@ -71,7 +71,8 @@ _FIRST_BATCH = 8
 _ITEMS, _CLOSED_BYTE = 0, 0  # the state block's semaphore, and its flag byte
 _QUEUE_ROUTE = (
     "a corepool.Queue travels only through corepool (pool tasks, corepool.Process, "
-    "another corepool.Queue): it was pickled some other way."
+    "another corepool.Queue) and multiprocessing (a Manager, its Queue, Pipe and "
+    "Process): it was pickled some other way."
 )
 
 
@@ -571,7 +572,8 @@ def _rebuild_queue(
 
 _PIPE_ROUTE = (
     "a corepool Connection travels only through corepool (pool tasks, corepool.Process, "
-    "a corepool.Queue): it was pickled some other way."
+    "a corepool.Queue) and multiprocessing (a Manager, its Queue, Pipe and Process): "
+    "it was pickled some other way."
 )
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import importlib
 import pickle
+from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any
 
-from corepool._transport.buffers import is_shared, new_shared_segment
+from corepool._transport.buffers import StdlibSegment, is_shared, new_shared_segment
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,7 +139,8 @@ class SharedArray:
 
 _WRONG_ROUTE = (
     "a SharedArray travels only through corepool (a pool's tasks, results and "
-    "shared objects), as a handle to its memory; it was pickled some other way. "
+    "shared objects) and multiprocessing (a Manager, its Queue, Pipe and Process), "
+    "as a handle to its memory; it was pickled some other way. "
     "Send it through corepool, or send a copy: shared.array.copy()."
 )
 
@@ -149,3 +151,11 @@ def _attach(buffer: Any, shape: tuple[int, ...], dtype: Any) -> SharedArray:
     if not is_shared(view):
         raise TypeError(_WRONG_ROUTE)
     return SharedArray(view, shape, dtype)
+
+
+def _reduce_for_multiprocessing(shared: SharedArray) -> tuple[Any, ...]:
+    return _attach, (StdlibSegment(shared._memory), shared.shape, shared.dtype)
+
+
+# multiprocessing's pickler (a Manager call, its Queue or Process) sends the handle too.
+reduction.register(SharedArray, _reduce_for_multiprocessing)

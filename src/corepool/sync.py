@@ -25,10 +25,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing import reduction
 from types import TracebackType
 from typing import Any, ClassVar
 
-from corepool._transport.buffers import is_shared, new_shared_segment
+from corepool._transport.buffers import StdlibSegment, is_shared, new_shared_segment
 
 __all__ = [
     "Barrier",
@@ -47,8 +48,9 @@ _FIELD_BYTES = 8
 
 _WRONG_ROUTE = (
     "a corepool {kind} travels only through corepool (pool tasks and their "
-    "results, corepool.Process, corepool.Queue), as a handle to its shared "
-    "memory; it was pickled some other way."
+    "results, corepool.Process, corepool.Queue) and multiprocessing (a Manager, "
+    "its Queue, Pipe and Process), as a handle to its shared memory; it was "
+    "pickled some other way."
 )
 
 
@@ -114,6 +116,13 @@ class SharedBlock:
         if not isinstance(protocol, int) or protocol < 5:
             raise TypeError(_WRONG_ROUTE.format(kind="lock or value"))
         return _attach_block, (pickle.PickleBuffer(self._memory), self.sems)
+
+
+def _reduce_block_for_multiprocessing(block: SharedBlock) -> tuple[Any, ...]:
+    return _attach_block, (StdlibSegment(block._memory), block.sems)
+
+
+reduction.register(SharedBlock, _reduce_block_for_multiprocessing)
 
 
 def _attach_block(buffer: Any, sems: int) -> SharedBlock:

@@ -7,6 +7,8 @@ process or shared-memory segment is left behind.
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import pickle
 import queue
 import signal
@@ -233,10 +235,35 @@ def _check_what_the_worker_did(things: dict[str, Any], parent_end: Any) -> None:
     assert things["array"][0] == 42
 
 
-def test_every_primitive_passes_to_pool_tasks(start_method: str) -> None:
+def _pool_and_task(route: str, things: dict[str, Any], start_method: str) -> tuple[Any, Any]:
+    """A pool and a task that reach ``things`` by ``route``, the way users pass them."""
+    if route == "initargs":
+        pool = corepool.Pool(
+            1, start_method=start_method, initializer=toolbox_tasks.remember, initargs=(things,)
+        )
+        return pool, toolbox_tasks.use_remembered
+    if route == "shared":
+        pool = corepool.Pool(1, start_method=start_method, shared={"things": things})
+        return pool, toolbox_tasks.use_remembered
+    pool = corepool.Pool(1, start_method=start_method)
+    if route == "closure":
+
+        def task() -> dict[str, Any]:
+            return toolbox_tasks.use_everything(things)
+
+        return pool, task
+    return pool, functools.partial(toolbox_tasks.use_everything, things)
+
+
+@pytest.mark.parametrize("route", ["argument", "initargs", "shared", "closure", "partial"])
+def test_every_primitive_passes_to_pool_tasks(route: str, start_method: str) -> None:
     things, parent_end = _one_of_each()
-    with corepool.Pool(1, start_method=start_method) as pool:
-        [seen] = pool.map(toolbox_tasks.use_everything, [things])
+    pool, task = _pool_and_task(route, things, start_method)
+    with pool:
+        if route == "argument":
+            [seen] = pool.map(toolbox_tasks.use_everything, [things])
+        else:
+            seen = pool.submit(task).result(timeout=30)
     assert seen == {
         "lock": "held",
         "rlock": "held twice",
@@ -247,11 +274,43 @@ def test_every_primitive_passes_to_pool_tasks(start_method: str) -> None:
     _check_what_the_worker_did(things, parent_end)
 
 
-def test_every_primitive_passes_to_a_process(start_method: str) -> None:
+@pytest.mark.parametrize("route", ["argument", "closure"])
+def test_every_primitive_passes_to_a_process(route: str, start_method: str) -> None:
     things, parent_end = _one_of_each()
-    process = corepool.Process(toolbox_tasks.use_everything, (things,), start_method=start_method)
+    if route == "argument":
+        process = corepool.Process(
+            toolbox_tasks.use_everything, (things,), start_method=start_method
+        )
+    else:
+
+        def target() -> dict[str, Any]:
+            return toolbox_tasks.use_everything(things)
+
+        process = corepool.Process(target, start_method=start_method)
     process.start()
     assert process.result(timeout=30)["counter"] == 11
+    _check_what_the_worker_did(things, parent_end)
+
+
+def test_every_primitive_passes_to_a_multiprocessing_process(start_method: str) -> None:
+    """multiprocessing's own pickler sends them too (its descriptor passing carries the memory)."""
+    things, parent_end = _one_of_each()
+    context = multiprocessing.get_context(start_method)
+    process = context.Process(target=toolbox_tasks.use_everything, args=(things,))
+    process.start()
+    process.join(30)
+    assert process.exitcode == 0
+    _check_what_the_worker_did(things, parent_end)
+
+
+def test_primitives_kept_in_a_manager_reach_pool_tasks(start_method: str) -> None:
+    things, parent_end = _one_of_each()
+    with multiprocessing.get_context("fork").Manager() as manager:
+        shared = manager.dict()
+        shared["things"] = things
+        with corepool.Pool(1, start_method=start_method) as pool:
+            seen = pool.submit(toolbox_tasks.use_from_manager, shared).result(timeout=30)
+    assert seen["counter"] == 11
     _check_what_the_worker_did(things, parent_end)
 
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from corepool._protocol import ErrorSite
-from corepool._transport.pickling import dumps, dumps_function, loads, remote_error
+from corepool._transport.pickling import dumps, dumps_by_value, loads, remote_error
 
 
 class NeedsArgs(Exception):
@@ -24,7 +24,7 @@ def test_plain_data_uses_plain_pickle() -> None:
 def test_lambdas_go_by_value() -> None:
     data = dumps(lambda x: x + 1)
     assert loads(data)(1) == 2
-    assert loads(dumps_function(lambda x: x * 3))(2) == 6
+    assert loads(dumps_by_value(lambda x: x * 3))(2) == 6
 
 
 def test_unpicklable_raises() -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import multiprocessing
 import os
 import selectors
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from corepool._backends.base import Chunk, ChunkFinished, Event, InitializerFailed, WorkerLost
 from corepool._protocol import (
@@ -32,7 +33,7 @@ from corepool._protocol import (
 from corepool._spawn import PARK_SECONDS, WorkerProcess, WorkerSetup, adopt, park, start_worker
 from corepool._transport.buffers import SegmentCache, open_segments, pack
 from corepool._transport.channel import close_fds
-from corepool._transport.pickling import dumps, dumps_function, loads
+from corepool._transport.pickling import dumps, loads
 from corepool._transport.status import shared_board
 from corepool.errors import PoolError
 from corepool.options import PoolOptions
@@ -50,6 +51,15 @@ FUNCTION_CACHE_SIZE = 64
 # environment is broken, not the task: stop instead of looping.
 MAX_START_FAILURES = 3
 STOP_GRACE_S = 2.0
+
+
+class _Function(NamedTuple):
+    """A task function as sent to workers: its pool-wide id, pickle and descriptors."""
+
+    fn: Any
+    fn_id: int
+    packed: Packed
+    fds: list[int]  # the parent's; each first send to a worker sends duplicates
 
 
 class _Slot:
@@ -83,16 +93,19 @@ class LocalBackend:
         )
         self._slots: dict[int, _Slot] = {}
         self._retiring: list[WorkerProcess] = []
-        self._functions: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
-            collections.OrderedDict()
-        )
+        self._functions: collections.OrderedDict[int, _Function] = collections.OrderedDict()
         self._forgotten: list[int] = []
         self._next_fn_id = 0
         self._start_failures = 0
-        self._config_initializer = (
-            dumps((options.initializer, options.initargs)) if options.initializer else None
-        )
         self._threshold = options.buffer_threshold_bytes
+        # The initializer and its arguments, with the descriptors of the
+        # corepool primitives among them (a Lock, a Queue): sent to each worker.
+        self._initializer: Packed | None = None
+        self._initializer_fds: list[int] = []
+        if options.initializer is not None:
+            self._initializer, self._initializer_fds = pack(
+                (options.initializer, options.initargs), self._threshold
+            )
         # Load-once objects: pickled once, their buffers put in segments once;
         # each worker maps the same segments.
         self._shared: Packed | None = None
@@ -117,17 +130,19 @@ class LocalBackend:
             process.slot = self._board.allocate()
             how = "started"
         config = WorkerConfig(
-            worker_id,
-            process.slot,
-            os.getpid(),
-            self.options.max_memory_bytes,
-            list(sys.path),
-            self._config_initializer,
-            self._threshold,
-            self._shared,
-            self._setup.inner_threads,
+            worker_id=worker_id,
+            slot=process.slot,
+            parent_pid=os.getpid(),
+            max_memory_bytes=self.options.max_memory_bytes,
+            sys_path=list(sys.path),
+            initializer=self._initializer,
+            buffer_threshold=self._threshold,
+            shared=self._shared,
+            inner_threads=self._setup.inner_threads,
+            authkey=bytes(multiprocessing.current_process().authkey),
         )
-        process.conn.send(dumps(config), [os.dup(fd) for fd in self._shared_fds])
+        fds = [os.dup(fd) for fd in (*self._shared_fds, *self._initializer_fds)]
+        process.conn.send(dumps(config), fds)
         self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
         logger.debug("worker %d %s, pid %d (%s)", worker_id, how, process.pid, self._method)
 
@@ -164,45 +179,50 @@ class LocalBackend:
         # First: if an item will not pickle, nothing has changed.
         items, fds = pack(chunk.items, self._threshold, cache)
         try:
-            fn_id, fn_payload = self._function_id(chunk.fn)
+            function = self._function(chunk.fn)
         except BaseException:
             close_fds(fds)
             raise
         forget = tuple(fid for fid in self._forgotten if fid in slot.known_fns)
         slot.known_fns.difference_update(forget)
-        first_time = fn_id not in slot.known_fns
-        slot.known_fns.add(fn_id)
+        first_time = function.fn_id not in slot.known_fns
+        slot.known_fns.add(function.fn_id)
+        if first_time:
+            fds.extend(os.dup(fd) for fd in function.fds)
         message = RunChunk(
-            chunk.id,
-            len(chunk),
-            chunk.stride,
-            chunk.timeout_s is not None,
-            fn_id,
-            fn_payload if first_time else None,
-            chunk.mode,
-            items,
-            forget,
+            chunk_id=chunk.id,
+            tasks=len(chunk),
+            stride=chunk.stride,
+            timed=chunk.timeout_s is not None,
+            fn_id=function.fn_id,
+            fn=function.packed if first_time else None,
+            mode=chunk.mode,
+            items=items,
+            forget=forget,
         )
         slot.in_flight.append(chunk)
         if slot.tasks_left is not None:
             slot.tasks_left -= len(chunk)
         _send_quietly(slot.process, dumps(message), fds)
 
-    def _function_id(self, fn: Any) -> tuple[int, bytes]:
-        """The pool-wide id of ``fn`` and its pickle, made once and remembered."""
+    def _function(self, fn: Any) -> _Function:
+        """``fn`` with its pool-wide id and its pickle, made once and remembered."""
         key = id(fn)
         entry = self._functions.get(key)
-        if entry is not None and entry[0] is fn:
+        if entry is not None and entry.fn is fn:
             self._functions.move_to_end(key)
-            return entry[1], entry[2]
-        fn_id = self._next_fn_id
+            return entry
+        # Threshold None: a function's buffers travel in band; only the
+        # descriptors of corepool primitives among its globals ride along.
+        packed, fds = pack(fn, None)
+        entry = self._functions[key] = _Function(fn, self._next_fn_id, packed, fds)
         self._next_fn_id += 1
-        self._functions[key] = (fn, fn_id, dumps_function(fn))
         if len(self._functions) > FUNCTION_CACHE_SIZE:
-            _, (_, old_id, _) = self._functions.popitem(last=False)
-            self._forgotten.append(old_id)
+            _, old = self._functions.popitem(last=False)
+            close_fds(old.fds)
+            self._forgotten.append(old.fn_id)
             del self._forgotten[:-FUNCTION_CACHE_SIZE]
-        return fn_id, self._functions[key][2]
+        return entry
 
     def wait(self, wakeup_fd: int, timeout: float | None) -> tuple[list[Event], bool]:
         with selectors.DefaultSelector() as selector:
@@ -388,7 +408,11 @@ class LocalBackend:
         for job_id in list(self._segment_caches):
             self.release(job_id)
         close_fds(self._shared_fds)
-        self._shared_fds = []
+        close_fds(self._initializer_fds)
+        self._shared_fds = self._initializer_fds = []
+        for function in self._functions.values():
+            close_fds(function.fds)
+        self._functions.clear()
 
 
 def _send_quietly(process: WorkerProcess, payload: bytes, fds: list[int] | None = None) -> None:

@@ -34,19 +34,19 @@ import os
 import pickle
 import tempfile
 import weakref
+from multiprocessing import reduction
 from typing import Any
-
-import cloudpickle
 
 from corepool._protocol import Packed
 from corepool._transport.channel import MAX_FDS, close_fds
-from corepool._transport.pickling import MAIN_REFERENCE, PROTOCOL, dumps
+from corepool._transport.pickling import MAIN_REFERENCE, PROTOCOL, dumps, dumps_by_value
 
 __all__ = [
     "DEFAULT_THRESHOLD",
     "PassFd",
     "Payload",
     "SegmentCache",
+    "StdlibSegment",
     "anonymous_file",
     "copy_to_segment",
     "is_shared",
@@ -54,6 +54,7 @@ __all__ = [
     "new_shared_segment",
     "open_segments",
     "pack",
+    "split_fds",
 ]
 
 DEFAULT_THRESHOLD = 1 << 20
@@ -236,8 +237,10 @@ class PassFd:
     Put one among what an object's ``__reduce__`` returns: pickled by
     corepool's transport, a duplicate of the descriptor travels with the
     message, and unpickling gives the receiver's own descriptor (an int),
-    which the receiving object then owns. Pickled any other way it raises
-    ``TypeError`` with ``route_error``.
+    which the receiving object then owns. Pickled by ``multiprocessing``
+    (a ``Manager`` call, a stdlib ``Queue`` or ``Process``) it travels as
+    multiprocessing sends descriptors (``reduction.DupFd``). Pickled any
+    other way it raises ``TypeError`` with ``route_error``.
     """
 
     __slots__ = ("fd", "route_error")
@@ -251,6 +254,48 @@ class PassFd:
         if packer is None:
             raise TypeError(self.route_error)
         return _take_fd, (packer.add_descriptor(self.fd), self.route_error)
+
+
+def _reduce_for_multiprocessing(passed: PassFd) -> tuple[Any, ...]:
+    return _detach, (reduction.DupFd(passed.fd),)
+
+
+def _detach(handle: Any) -> int:
+    """The receiver's own descriptor from a ``reduction.DupFd`` handle."""
+    fd: int = handle.detach()
+    return fd
+
+
+class StdlibSegment:
+    """A shared segment in a pickle made by ``multiprocessing`` (its ``ForkingPickler``).
+
+    Such a pickle has no corepool message to carry the segment's descriptor;
+    multiprocessing's own descriptor passing (``reduction.DupFd``: a copy
+    for a child being started, else its resource sharer) carries it, and the
+    receiver maps the segment. Put one where corepool's route puts a
+    ``PickleBuffer`` of the segment, in a reducer registered with
+    ``multiprocessing.reduction.register``.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, memory: memoryview) -> None:
+        fd = _shared_fd_of(memory)
+        if fd is None:
+            raise TypeError("only the memory of a shared segment can travel as a StdlibSegment")
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _map_detached, (reduction.DupFd(self.fd),)
+
+
+def _map_detached(handle: Any) -> memoryview:
+    return _map_shared(_detach(handle))
+
+
+# multiprocessing's pickler (Manager calls, its Queue, Pipe and Process
+# arguments) consults this registry before an object's own __reduce__.
+reduction.register(PassFd, _reduce_for_multiprocessing)
 
 
 def _take_fd(number: int, route_error: str) -> int:
@@ -286,14 +331,19 @@ _PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
 
 
 def pack(
-    obj: Any, threshold: int | None, cache: SegmentCache | None = None
+    obj: Any,
+    threshold: int | None,
+    cache: SegmentCache | None = None,
+    *,
+    for_parent: bool = False,
 ) -> tuple[Packed, list[int]]:
     """Pickle ``obj`` with its large buffers in segments; return it and their descriptors.
 
     Plain pickle first, then with ``memoryview`` support, then cloudpickle
     for what they cannot pickle or would pickle by a reference to
-    ``__main__`` (as ``pickling.dumps`` does). The descriptors are the
-    caller's: send them (the channel closes them) or close them.
+    ``__main__`` (as ``pickling.dumps`` does, ``for_parent`` included). The
+    descriptors are the caller's: send them (the channel closes them) or
+    close them.
     """
     packer = _Packer(threshold, cache)
     data: bytes | None = None
@@ -305,15 +355,21 @@ def pack(
             packer.close()
             with contextlib.suppress(*_PICKLE_ERRORS):
                 data = _dumps_with_memoryviews(obj, packer)
-        if data is None or MAIN_REFERENCE in data:
+        if data is None or (MAIN_REFERENCE in data and not for_parent):
             packer.close()
-            data = bytes(cloudpickle.dumps(obj, PROTOCOL, buffer_callback=packer))
+            data = dumps_by_value(obj, packer)
     except BaseException:
         packer.close()
         raise
     finally:
         _packing.reset(token)
     return Packed(data, bytes(packer.kinds)), packer.fds
+
+
+def split_fds(first: Packed | None, fds: list[int]) -> tuple[list[int], list[int]]:
+    """Split a message's descriptors: those of ``first``, and the rest (of what follows it)."""
+    count = 0 if first is None else len(first.kinds)
+    return fds[:count], fds[count:]
 
 
 def open_segments(packed: Packed, fds: list[int], *, writable_copies: bool) -> Payload:

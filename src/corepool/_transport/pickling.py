@@ -4,19 +4,29 @@ Runs in the parent and in every worker. Plain pickle (protocol 5) is tried
 first; objects that it cannot pickle, or that it would pickle by a reference
 to ``__main__`` (which workers never import), go through cloudpickle, which
 sends them by value.
+
+Functions of the caller's script (``__main__``) sent by value all land in
+one namespace per worker, as if the script were a module imported there:
+an initializer's ``global`` is seen by every task, a module-level cache is
+shared by every function of the script. A global the namespace already has
+keeps its value there (the first function to arrive brings it, later ones
+do not overwrite it), as a module's globals keep theirs after import.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import pickle
+import sys
 import traceback
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cloudpickle
+from cloudpickle import cloudpickle as _cloudpickle_internals
 
 from corepool._protocol import ErrorSite, RemoteError
 
@@ -25,9 +35,11 @@ __all__ = [
     "PROTOCOL",
     "describe_unpicklable",
     "dumps",
-    "dumps_function",
+    "dumps_by_value",
     "find_unpicklable",
     "loads",
+    "main_namespace",
+    "new_main_module",
     "remote_error",
 ]
 
@@ -37,22 +49,82 @@ MAIN_REFERENCE = b"__main__"  # in a pickle: something workers would look up in 
 loads = pickle.loads
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle ``obj``; fall back to cloudpickle for lambdas and ``__main__`` objects."""
+def main_namespace() -> dict[str, Any]:
+    """The namespace that functions of the caller's script share in this process.
+
+    In the parent it is ``__main__`` itself; in a worker, the fresh module
+    that ``new_main_module`` installed.
+    """
+    return sys.modules["__main__"].__dict__
+
+
+def new_main_module() -> None:
+    """Give this worker an empty ``__main__`` for the script's functions to land in.
+
+    Called when a worker starts, whatever started it, and when it is parked,
+    so that no pool sees the globals another pool's tasks left behind.
+    """
+    module = types.ModuleType("__main__")
+    sys.modules["__main__"] = module
+
+
+def _set_main_function_state(func: types.FunctionType, state: tuple[Any, Any]) -> None:
+    """cloudpickle's function state, except that globals the namespace has are kept."""
+    attributes, slots = state
+    namespace = func.__globals__
+    for name, value in slots.pop("__globals__").items():
+        namespace.setdefault(name, value)
+    slots["__globals__"] = {}
+    _cloudpickle_internals._function_setstate(func, (attributes, slots))
+
+
+class _MainNamespace:
+    """Stands for the caller's ``__main__`` namespace in a pickle: ``main_namespace()`` there."""
+
+    def __reduce__(self) -> tuple[Callable[[], dict[str, Any]], tuple[()]]:
+        return main_namespace, ()
+
+
+_MAIN_NAMESPACE = _MainNamespace()
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, with the script's functions bound to the receiver's ``main_namespace()``."""
+
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple[Any, ...]:
+        reduced: tuple[Any, ...] = super()._dynamic_function_reduce(func)
+        if func.__globals__ is not main_namespace():
+            return reduced
+        make, (code, _, name, defaults, closure), state = reduced[:3]
+        newargs = (code, _MAIN_NAMESPACE, name, defaults, closure)
+        return (make, newargs, state, None, None, _set_main_function_state)
+
+
+def dumps_by_value(
+    obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None
+) -> bytes:
+    """Pickle with cloudpickle: lambdas, closures and the script's objects travel by value."""
+    stream = io.BytesIO()
+    _Pickler(stream, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+    return stream.getvalue()
+
+
+def dumps(obj: Any, *, for_parent: bool = False) -> bytes:
+    """Pickle ``obj``; fall back to cloudpickle for lambdas and ``__main__`` objects.
+
+    ``for_parent``: a worker sends ``obj`` to the parent, whose ``__main__`` is
+    the script itself, so a reference to it stands (and keeps a class of the
+    script the very class the parent's ``except`` and ``isinstance`` name).
+    """
     try:
         data = pickle.dumps(obj, PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
-        return bytes(cloudpickle.dumps(obj, PROTOCOL))
+        return dumps_by_value(obj)
     # A reference to __main__ cannot be resolved by a worker: resend by value.
     # The check is a byte search, far cheaper than the pickling itself.
-    if MAIN_REFERENCE in data:
-        return bytes(cloudpickle.dumps(obj, PROTOCOL))
+    if MAIN_REFERENCE in data and not for_parent:
+        return dumps_by_value(obj)
     return data
-
-
-def dumps_function(fn: Any) -> bytes:
-    """Pickle a task's function: by reference when importable, else by value."""
-    return bytes(cloudpickle.dumps(fn, PROTOCOL))
 
 
 def qualified_type_name(obj: object) -> str:
@@ -72,7 +144,7 @@ def remote_error(exc: BaseException, site: ErrorSite = ErrorSite.TASK) -> Remote
     problem = ""
     payload: bytes | None = None
     try:
-        payload = dumps(exc)
+        payload = dumps(exc, for_parent=True)
     except Exception as failure:
         problem = f"it will not pickle: {qualified_type_name(failure)}: {failure}"
     else:
