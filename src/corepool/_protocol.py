@@ -95,6 +95,7 @@ class RunChunk(NamedTuple):
     mode: CallMode
     items: Packed  # the list of task payloads; its descriptors come before the function's
     forget: tuple[int, ...]  # function ids the worker may drop
+    exits_are_errors: bool  # a task's SystemExit or KeyboardInterrupt is its error
 
 
 class Stop(NamedTuple):

@@ -128,6 +128,7 @@ class Job:
         task_timeout: float | None = None,
         retries: int = 0,
         retry_on: tuple[type[BaseException], ...] = (),
+        exits_are_errors: bool = False,
     ) -> None:
         self.id = next(_job_ids)
         self.name = name
@@ -140,6 +141,9 @@ class Job:
         self.task_timeout = task_timeout
         self.retries = retries
         self.retry_on = retry_on
+        # SystemExit / KeyboardInterrupt raised by a task: its error (True, the
+        # concurrent.futures contract) or the end of its worker (WorkerDied).
+        self.exits_are_errors = exits_are_errors
         self.attempts: dict[int, int] = {}  # task index -> attempts so far, once retried
         self.stop_running = False  # cancelled, and its running tasks are to be killed
         self.pulled = 0  # tasks taken from source so far
@@ -390,19 +394,13 @@ class Scheduler:
             items,
             1 if job.task_timeout is not None else job.chunker.stride(),
             job.task_timeout,
+            job.exits_are_errors,
         )
 
     def _split(self, chunk: Chunk, size: int) -> Chunk:
         """Cut ``chunk`` down to its first ``size`` tasks; return the rest as a new chunk."""
-        rest = Chunk(
-            next(self._chunk_ids),
-            chunk.job_id,
-            chunk.fn,
-            chunk.mode,
-            chunk.indices[size:],
-            chunk.items[size:],
-            chunk.stride,
-            chunk.timeout_s,
+        rest = chunk.derive(
+            next(self._chunk_ids), chunk.indices[size:], chunk.items[size:], chunk.stride
         )
         chunk.indices = chunk.indices[:size]
         chunk.items = chunk.items[:size]
@@ -519,15 +517,11 @@ class Scheduler:
         A lone task gets stride 1: were it to kill its worker again, it must be
         blamed, not split once more (which looped forever).
         """
-        return Chunk(
+        return chunk.derive(
             next(self._chunk_ids),
-            chunk.job_id,
-            chunk.fn,
-            chunk.mode,
             [chunk.indices[p] for p in positions],
             [chunk.items[p] for p in positions],
             chunk.stride if len(positions) > 1 else 1,
-            chunk.timeout_s,
         )
 
     def _lost(self, event: WorkerLost) -> None:

@@ -246,15 +246,18 @@ def _run_chunk(
         error = remote_error(exc, ErrorSite.ARGUMENTS)
         return _encode_done(message.chunk_id, [None] * count, dict.fromkeys(range(count), error))
     decoded = time.perf_counter()
+    catching = BaseException if message.exits_are_errors else Exception
     if message.timed:  # before the chunk id: the parent must never see a stale start time
         status[STATUS_STARTED] = time.monotonic_ns()
     status[STATUS_CHUNK] = message.chunk_id
     if message.timed:
-        results, errors = _call_each_timed(fn, message.mode, items, status)
+        results, errors = _call_each_timed(fn, message.mode, items, status, catching)
     elif message.stride > 1 and message.mode is not CallMode.CALL:
-        results, errors = _call_in_strides(fn, message.mode, items, message.stride, status)
+        results, errors = _call_in_strides(
+            fn, message.mode, items, message.stride, status, catching
+        )
     else:
-        results, errors = _call_each(fn, message.mode, items, status)
+        results, errors = _call_each(fn, message.mode, items, status, catching)
     status[STATUS_CHUNK] = STATUS_IDLE
     computed = time.perf_counter()
     return _encode_done(
@@ -271,11 +274,17 @@ Outcome = tuple[list[Any], dict[int, RemoteError] | None]
 
 
 def _call_each(
-    fn: Callable[..., Any], mode: CallMode, items: list[Any], status: memoryview
+    fn: Callable[..., Any],
+    mode: CallMode,
+    items: list[Any],
+    status: memoryview,
+    catching: type[BaseException],
 ) -> Outcome:
     """Run every task, writing its position to the status slot before each call.
 
     If a task kills the process, the parent reads exactly which one it was.
+    What a task raises of ``catching`` is its error; anything else (a
+    ``SystemExit``, when ``catching`` is ``Exception``) ends the worker.
     """
     results: list[Any] = []
     append = results.append
@@ -286,27 +295,31 @@ def _call_each(
             status[STATUS_POSITION] = position
             try:
                 append(fn(item))
-            except Exception as exc:
+            except catching as exc:
                 errors = _record(errors, position, exc, append)
     elif mode is CallMode.STAR:
         for position, args in enumerate(items):
             status[STATUS_POSITION] = position
             try:
                 append(fn(*args))
-            except Exception as exc:
+            except catching as exc:
                 errors = _record(errors, position, exc, append)
     else:
         for position, (args, kwargs) in enumerate(items):
             status[STATUS_POSITION] = position
             try:
                 append(fn(*args, **kwargs))
-            except Exception as exc:
+            except catching as exc:
                 errors = _record(errors, position, exc, append)
     return results, errors
 
 
 def _call_each_timed(
-    fn: Callable[..., Any], mode: CallMode, items: list[Any], status: memoryview
+    fn: Callable[..., Any],
+    mode: CallMode,
+    items: list[Any],
+    status: memoryview,
+    catching: type[BaseException],
 ) -> Outcome:
     """Like ``_call_each``, also writing each task's start time (before its position).
 
@@ -326,7 +339,7 @@ def _call_each_timed(
                 append(fn(*item))
             else:
                 append(fn(*item[0], **item[1]))
-        except Exception as exc:
+        except catching as exc:
             errors = _record(errors, position, exc, append)
     return results, errors
 
@@ -334,7 +347,7 @@ def _call_each_timed(
 def _record(
     errors: dict[int, RemoteError] | None,
     position: int,
-    exc: Exception,
+    exc: BaseException,
     append: Callable[[Any], None],
 ) -> dict[int, RemoteError]:
     """Keep a task's exception for the parent; its result slot holds None."""
@@ -345,7 +358,12 @@ def _record(
 
 
 def _call_in_strides(
-    fn: Callable[..., Any], mode: CallMode, items: list[Any], stride: int, status: memoryview
+    fn: Callable[..., Any],
+    mode: CallMode,
+    items: list[Any],
+    stride: int,
+    status: memoryview,
+    catching: type[BaseException],
 ) -> Outcome:
     """Run tasks ``stride`` at a time through C-level ``map``, writing one position per stride.
 
@@ -364,7 +382,7 @@ def _call_in_strides(
         try:
             extend(mapper(fn, items[start:stop]))
             start = stop
-        except Exception as exc:
+        except catching as exc:
             failed = len(results)  # extend() kept the results before the failure
             errors = _record(errors, failed, exc, results.append)
             start = failed + 1

@@ -126,6 +126,7 @@ class Process:
             mode=CallMode.CALL,
             items=items,
             forget=(),
+            exits_are_errors=False,
         )
         worker.conn.send(dumps(config))
         worker.conn.send(dumps(run), fds + function_fds)

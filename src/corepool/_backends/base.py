@@ -26,6 +26,7 @@ class Chunk:
 
     __slots__ = (
         "attempts",
+        "exits_are_errors",
         "fn",
         "id",
         "indices",
@@ -46,6 +47,7 @@ class Chunk:
         items: list[Any],
         stride: int = 1,
         timeout_s: float | None = None,
+        exits_are_errors: bool = False,
     ) -> None:
         self.id = chunk_id
         self.job_id = job_id
@@ -55,10 +57,27 @@ class Chunk:
         self.items = items
         self.stride = stride  # tasks per status write: 1 means every task is tracked
         self.timeout_s = timeout_s  # each task's task_timeout, or None
+        # A task's SystemExit or KeyboardInterrupt is its error, returned as
+        # concurrent.futures does, rather than the end of its worker.
+        self.exits_are_errors = exits_are_errors
         self.attempts = 0  # how many times a worker died holding it
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def derive(self, chunk_id: int, indices: Sequence[int], items: list[Any], stride: int) -> Chunk:
+        """A new chunk of the same job and settings, holding ``items`` (at ``indices``)."""
+        return Chunk(
+            chunk_id,
+            self.job_id,
+            self.fn,
+            self.mode,
+            indices,
+            items,
+            stride,
+            self.timeout_s,
+            self.exits_are_errors,
+        )
 
 
 class ChunkFinished(NamedTuple):

@@ -199,6 +199,7 @@ class LocalBackend:
             mode=chunk.mode,
             items=items,
             forget=forget,
+            exits_are_errors=chunk.exits_are_errors,
         )
         slot.in_flight.append(chunk)
         if slot.tasks_left is not None:
