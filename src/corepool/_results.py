@@ -100,7 +100,7 @@ class ResultStream:
         job.consumed += tasks
         if job.stalled:
             job.stalled = False
-            self._scheduler.wake()
+            self._scheduler.resume(job)
 
     def _runs(self, delivery: Delivery) -> list[Run]:
         """Unpickle a delivery into runs ``(first index, values, error to raise)``."""

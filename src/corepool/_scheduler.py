@@ -149,6 +149,7 @@ class Job:
         self.pulled = 0  # tasks taken from source so far
         self.consumed = 0  # tasks the consumer has taken (written by the caller's thread)
         self.stalled = False  # the scheduler waits for the consumer (backpressure)
+        self.queued = False  # in the scheduler's ready queue
         self.started = False
         self.exhausted = False
         self.cancelled = False
@@ -177,6 +178,12 @@ class Scheduler:
         self._wake_closed = False
         self._incoming: collections.deque[Job] = collections.deque()
         self._cancelled: collections.deque[Job] = collections.deque()
+        self._resumed: collections.deque[Job] = collections.deque()
+        # Jobs that may make a chunk now, served round-robin: the next chunk
+        # costs the same with one job pending or a million.
+        self._ready: collections.deque[Job] = collections.deque()
+        # A byte is in the wakeup pipe: further wake() calls need not write.
+        self._wake_pending = False
         self._jobs: dict[int, Job] = {}
         self._state = _State.RUNNING
         self._terminated = False
@@ -213,10 +220,19 @@ class Scheduler:
         self._cancelled.append(job)
         self.wake()
 
+    def resume(self, job: Job) -> None:
+        """The consumer of a stalled ``job`` has caught up: make chunks for it again."""
+        self._resumed.append(job)
+        self.wake()
+
     def wake(self) -> None:
+        """Wake the scheduler thread; one system call per wake-up, however many callers ask."""
+        if self._wake_pending:  # the scheduler clears it before it reads its queues
+            return
         with self._wake_lock:
             if self._wake_closed:
                 return
+            self._wake_pending = True
             with contextlib.suppress(BlockingIOError):  # full: the scheduler is awake already
                 os.write(self._wake_w, b"\0")
 
@@ -264,6 +280,7 @@ class Scheduler:
                     break
                 events, woken = self._backend.wait(self._wake_r, None)
                 if woken:
+                    self._wake_pending = False
                     os.read(self._wake_r, 4096)
                 for event in events:
                     self._handle(event)
@@ -309,6 +326,9 @@ class Scheduler:
         while self._incoming:
             job = self._incoming.popleft()
             self._jobs[job.id] = job
+            self._make_ready(job)
+        while self._resumed:
+            self._make_ready(self._resumed.popleft())
         while self._cancelled:
             job = self._cancelled.popleft()
             job.requeued.clear()
@@ -329,19 +349,39 @@ class Scheduler:
                 self._send(worker_id, chunk)
 
     def _next_chunk(self, budget: int | None) -> Chunk | None:
-        for job in list(self._jobs.values()):
-            if job.cancelled:
-                continue
-            if job.requeued:
-                chunk = job.requeued.popleft()
-                if budget is not None and len(chunk) > budget:
-                    job.requeued.appendleft(self._split(chunk, budget))
+        """The next chunk of the first ready job; the job goes to the back of the line."""
+        while self._ready:
+            job = self._ready.popleft()
+            job.queued = False
+            chunk = self._chunk_of(job, budget)
+            if job.requeued or not (job.exhausted or job.stalled):
+                self._make_ready(job)
+            if chunk is not None:
                 return chunk
-            if not job.exhausted and self._may_pull(job):
-                pulled = self._pull(job, budget)
-                if pulled is not None:
-                    return pulled
         return None
+
+    def _chunk_of(self, job: Job, budget: int | None) -> Chunk | None:
+        """A chunk to re-run, else one pulled from the input; ``None`` if there is none now."""
+        if job.cancelled:
+            return None
+        if job.requeued:
+            chunk = job.requeued.popleft()
+            if budget is not None and len(chunk) > budget:
+                job.requeued.appendleft(self._split(chunk, budget))
+            return chunk
+        if not job.exhausted and self._may_pull(job):
+            return self._pull(job, budget)
+        return None
+
+    def _make_ready(self, job: Job) -> None:
+        if not (job.queued or job.cancelled):
+            job.queued = True
+            self._ready.append(job)
+
+    def _requeue(self, job: Job, chunk: Chunk) -> None:
+        """Run ``chunk`` again, ahead of the job's new chunks."""
+        job.requeued.appendleft(chunk)
+        self._make_ready(job)
 
     def _may_pull(self, job: Job) -> bool:
         if not job.started:
@@ -452,7 +492,7 @@ class Scheduler:
         if keep:
             chunk.indices = [chunk.indices[p] for p in keep]
             chunk.items = [chunk.items[p] for p in keep]
-            job.requeued.appendleft(chunk)
+            self._requeue(job, chunk)
         self._finish_if_done(job)
 
     def _drop(self, job: Job) -> None:
@@ -487,7 +527,7 @@ class Scheduler:
             # One bad argument spoils the whole chunk's decoding: run each task
             # alone to learn which one it was.
             for position in reversed(range(len(chunk))):
-                job.requeued.appendleft(self._subset(chunk, [position]))
+                self._requeue(job, self._subset(chunk, [position]))
         elif not job.cancelled:
             indices: Sequence[int] = chunk.indices
             payload, errors = event.payload, None
@@ -538,14 +578,14 @@ class Scheduler:
             else:
                 # Queued behind the one that was running: it never started, so
                 # the loss is not its fault and does not count against it.
-                job.requeued.appendleft(chunk)
+                self._requeue(job, chunk)
             self._finish_if_done(job)
 
     def _recover(self, job: Job, chunk: Chunk, position: int | None, event: WorkerLost) -> None:
         """Fail the task that was running when the worker died; run its neighbours again."""
         chunk.attempts += 1
         if position is None and chunk.attempts < MAX_SILENT_LOSSES:
-            job.requeued.appendleft(chunk)
+            self._requeue(job, chunk)
             return
         if position is not None and chunk.stride > 1:
             # The worker died somewhere in a stride of tiny tasks: run them
@@ -553,14 +593,14 @@ class Scheduler:
             suspects = range(position, min(position + chunk.stride, len(chunk)))
             rest = [p for p in range(len(chunk)) if p not in suspects]
             if rest:
-                job.requeued.appendleft(self._subset(chunk, rest))
+                self._requeue(job, self._subset(chunk, rest))
             for suspect in reversed(suspects):
-                job.requeued.appendleft(self._subset(chunk, [suspect]))
+                self._requeue(job, self._subset(chunk, [suspect]))
             return
         dead = range(len(chunk)) if position is None else (position,)
         if position is not None and len(chunk) > 1:
             rest = [p for p in range(len(chunk)) if p != position]
-            job.requeued.appendleft(self._subset(chunk, rest))
+            self._requeue(job, self._subset(chunk, rest))
         for failed in dead:
             if self._retry(job, chunk, failed):
                 continue
@@ -595,7 +635,7 @@ class Scheduler:
         if attempts > job.retries:
             return False
         job.attempts[index] = attempts + 1
-        job.requeued.appendleft(self._subset(chunk, [position]))
+        self._requeue(job, self._subset(chunk, [position]))
         logger.debug("task %d of %s: attempt %d", index, job.name, attempts + 1)
         return True
 

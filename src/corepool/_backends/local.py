@@ -92,6 +92,9 @@ class LocalBackend:
             and options.max_memory_per_worker is None
         )
         self._slots: dict[int, _Slot] = {}
+        # One selector for the backend's life: each worker's connection and
+        # pidfd are registered when it starts and unregistered when it goes.
+        self._selector = selectors.DefaultSelector()
         self._retiring: list[WorkerProcess] = []
         self._functions: collections.OrderedDict[int, _Function] = collections.OrderedDict()
         self._forgotten: list[int] = []
@@ -144,6 +147,9 @@ class LocalBackend:
         fds = [os.dup(fd) for fd in (*self._shared_fds, *self._initializer_fds)]
         process.conn.send(dumps(config), fds)
         self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
+        self._selector.register(process.conn, selectors.EVENT_READ, worker_id)
+        if process.sentinel is not None:
+            self._selector.register(process.sentinel, selectors.EVENT_READ, worker_id)
         logger.debug("worker %d %s, pid %d (%s)", worker_id, how, process.pid, self._method)
 
     def free_workers(self) -> list[int]:
@@ -226,19 +232,17 @@ class LocalBackend:
         return entry
 
     def wait(self, wakeup_fd: int, timeout: float | None) -> tuple[list[Event], bool]:
-        with selectors.DefaultSelector() as selector:
+        selector = self._selector
+        if wakeup_fd not in selector.get_map():
             selector.register(wakeup_fd, selectors.EVENT_READ)
-            for worker_id, slot in self._slots.items():
-                conn = slot.process.conn
-                interest = selectors.EVENT_READ
-                if conn.has_pending_output:
-                    interest |= selectors.EVENT_WRITE
-                selector.register(conn, interest, worker_id)
-                if slot.process.sentinel is not None:
-                    selector.register(slot.process.sentinel, selectors.EVENT_READ, worker_id)
-            for process in self._retiring:
-                selector.register(process.conn, selectors.EVENT_READ, process)
-            ready = selector.select(self._until_next_deadline(timeout))
+        for slot in self._slots.values():
+            conn = slot.process.conn
+            interest = selectors.EVENT_READ
+            if conn.has_pending_output:
+                interest |= selectors.EVENT_WRITE
+            if selector.get_key(conn).events != interest:
+                selector.modify(conn, interest, selector.get_key(conn).data)
+        ready = selector.select(self._until_next_deadline(timeout))
         events: list[Event] = []
         woken = False
         readable: set[int] = set()
@@ -343,9 +347,16 @@ class LocalBackend:
             return InitializerFailed(worker_id, message.error)
         raise PoolError(f"worker {worker_id} sent an unexpected message: {message!r}")
 
+    def _unwatch(self, process: WorkerProcess) -> None:
+        """Unregister ``process`` from the selector: before its descriptors close."""
+        self._selector.unregister(process.conn)
+        if process.sentinel is not None and process.sentinel in self._selector.get_map():
+            self._selector.unregister(process.sentinel)
+
     def _worker_lost(self, worker_id: int, *, timed_out: bool = False) -> WorkerLost:
         slot = self._slots.pop(worker_id)
         process = slot.process
+        self._unwatch(process)
         exitcode = process.exitcode(timeout=1.0)
         chunk_id, position, _ = self._board.read(process.slot)
         running = bool(slot.in_flight) and slot.in_flight[0].id == chunk_id
@@ -376,16 +387,20 @@ class LocalBackend:
         """Stop a worker that reached max_tasks_per_worker and start its successor."""
         slot = self._slots.pop(worker_id)
         _send_quietly(slot.process, dumps(Stop()))
+        self._unwatch(slot.process)
+        self._selector.register(slot.process.conn, selectors.EVENT_READ, slot.process)
         self._retiring.append(slot.process)
         self._start(worker_id)
 
     def _reap_retired(self, process: WorkerProcess) -> None:
+        self._selector.unregister(process.conn)
         process.exitcode(timeout=STOP_GRACE_S)
         process.close()
         self._board.release(process.slot)
         self._retiring.remove(process)
 
     def shutdown(self, *, graceful: bool) -> None:
+        self._selector.close()
         processes = self._retiring
         for slot in self._slots.values():
             if graceful and self._parkable and not slot.in_flight:
