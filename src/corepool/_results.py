@@ -2,7 +2,7 @@
 
 Runs in the caller's thread (the one iterating ``imap`` or waiting in
 ``map``), so that unpickling results never slows the scheduler thread.
-Imports ``_scheduler`` (for ``Delivery`` and ``Job``) and ``progress``.
+Imports ``_scheduler``, ``_jobs`` and ``progress``.
 """
 
 from __future__ import annotations
@@ -10,16 +10,24 @@ from __future__ import annotations
 import itertools
 import queue
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
-from corepool._scheduler import Delivery, Job, Scheduler
+from corepool._jobs import (
+    Aborted,
+    Delivery,
+    Finished,
+    InputFailed,
+    Job,
+    Results,
+    TaskFailed,
+)
+from corepool._scheduler import Scheduler
 from corepool._transport.pickling import qualified_type_name
 from corepool.errors import SerializationError
 from corepool.progress import ProgressBar
 
-__all__ = ["FutureSink", "ResultIterator", "ResultStream", "TaskFuture"]
+__all__ = ["ResultIterator", "ResultStream"]
 
 Run = tuple[int, list[Any], BaseException | None]
 
@@ -97,21 +105,20 @@ class ResultStream:
     def _consumed(self, tasks: int) -> None:
         job = self._job
         assert job is not None and self._scheduler is not None
-        job.consumed += tasks
-        if job.stalled:
-            job.stalled = False
+        if job.window is not None and job.window.consumed(tasks):
             self._scheduler.resume(job)
 
     def _runs(self, delivery: Delivery) -> list[Run]:
         """Unpickle a delivery into runs ``(first index, values, error to raise)``."""
-        failure = delivery.failure
-        if failure is not None:
-            if delivery.abort:
-                raise failure
-            if delivery.fatal or not self._return_exceptions:
-                return [(delivery.indices[0], [], failure)]
-            return [(index, [failure], None) for index in delivery.indices]
-        assert delivery.payload is not None
+        if isinstance(delivery, Aborted):
+            raise delivery.error
+        if isinstance(delivery, InputFailed):
+            return [(delivery.task_index, [], delivery.error)]
+        if isinstance(delivery, TaskFailed):
+            if self._return_exceptions:
+                return [(delivery.task_index, [delivery.error], None)]
+            return [(delivery.task_index, [], delivery.error)]
+        assert isinstance(delivery, Results)
         indices = delivery.indices
         try:
             values: list[Any] = delivery.payload.load()
@@ -138,8 +145,12 @@ class ResultStream:
         return runs
 
     def _count(self, delivery: Delivery) -> None:
-        if self._bar is not None and not delivery.end:
+        if self._bar is None:
+            return
+        if isinstance(delivery, Results):
             self._bar.update(len(delivery.indices))
+        elif isinstance(delivery, TaskFailed):
+            self._bar.update(1)
 
     def collect(self) -> list[Any]:
         """Every result, in input order: ``map``. Raises the first error that arrives."""
@@ -148,7 +159,7 @@ class ResultStream:
             while True:
                 delivery = self._take()
                 self._count(delivery)
-                if delivery.end:
+                if isinstance(delivery, Finished):
                     break
                 for start, values, error in self._runs(delivery):
                     if error is not None:
@@ -188,8 +199,8 @@ class ResultStream:
                     return
                 delivery = self._take()
                 self._count(delivery)
-                if delivery.end:
-                    total = len(delivery.indices)
+                if isinstance(delivery, Finished):
+                    total = delivery.total
                     continue
                 for start, values, error in self._runs(delivery):
                     waiting[start] = (values, error)
@@ -202,7 +213,7 @@ class ResultStream:
             while True:
                 delivery = self._take()
                 self._count(delivery)
-                if delivery.end:
+                if isinstance(delivery, Finished):
                     return
                 for _, values, error in self._runs(delivery):
                     if error is not None:
@@ -251,57 +262,3 @@ class ResultIterator(itertools.chain):  # type: ignore[type-arg]
     def __del__(self) -> None:
         if not self._stream.finished:
             self.close()
-
-
-class TaskFuture(Future[Any]):
-    """The ``Future`` that ``submit`` returns: ``cancel()`` also stops a running task.
-
-    A standard ``Future`` refuses to cancel once running. This one kills the
-    worker running the task (the pool replaces it) and reports cancelled.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._stop_running: Callable[[], None] | None = None
-
-    def cancel(self) -> bool:
-        with self._condition:
-            running = self._state == _RUNNING
-            if running:
-                # Let Future.cancel() take it from here; a result that lands
-                # in between wins, and cancel() then answers False.
-                self._state = _PENDING
-        if running and self._stop_running is not None:
-            self._stop_running()
-        return super().cancel()
-
-
-# The states of concurrent.futures.Future (its module keeps them private).
-_RUNNING = "RUNNING"
-_PENDING = "PENDING"
-
-
-class FutureSink:
-    """Resolves the ``Future`` of a ``submit`` call."""
-
-    def __init__(self, future: Future[Any]) -> None:
-        self.future = future
-
-    def start(self) -> bool:
-        return self.future.set_running_or_notify_cancel()
-
-    def deliver(self, delivery: Delivery) -> None:
-        if delivery.end or self.future.done():
-            return
-        if delivery.failure is not None:
-            self.future.set_exception(delivery.failure)
-        elif delivery.errors:
-            self.future.set_exception(delivery.errors[0])
-        else:
-            assert delivery.payload is not None
-            try:
-                result = delivery.payload.load()[0]
-            except Exception as exc:
-                self.future.set_exception(exc)
-            else:
-                self.future.set_result(result)

@@ -1,27 +1,30 @@
 """The scheduler: one thread per pool that feeds workers and routes results.
 
-Runs in the parent. Imports ``_backends``, ``_chunking``, ``_protocol``,
-``_transport``, ``errors`` and ``options``; never ``pool``.
+Runs in the parent. Imports ``_jobs``, ``_recovery``, ``_failures``,
+``_backends``, ``_chunking``, ``_protocol``, ``_transport`` and ``errors``;
+never ``pool``.
 
 ::
 
     caller thread                 scheduler thread                       backend (worker k)
     -------------                 ----------------                       ------------------
     map/imap/submit --Job-->  incoming deque + wakeup pipe
-                              pull a chunk from the job's input  ----->  run the chunk's tasks,
-                              (only while the job is fewer than          writing each task's
-                               `lookahead` chunks ahead of the           position to its status
-                               consumer: backpressure)                   slot
-                              backend.wait(connections, pidfds,  <-----  ChunkDone (pickled results
-                                           wakeup pipe)                  + timings), or death
-    sink <-- Delivery ------  ChunkFinished -> Delivery
-                              WorkerLost -> WorkerDied for the running
-                                 task, the rest of its chunks requeued
+                              ready queue of jobs, round-robin:
+                              take a chunk from the next job's input ->  run the chunk's tasks,
+                              (a lazy job only while its Window has      writing each task's
+                               room: backpressure, in bytes and tasks)   position to its status
+                              backend.wait(connections, pidfds,  <-----  slot; ChunkDone (results
+                                           wakeup pipe, deadline)        + timings), or death
+    sink <-- Results -------  ChunkFinished
+    sink <-- TaskFailed ----  WorkerLost -> plan_recovery: the running task
+                                 is blamed, its neighbours run again
 
 The thread never sleeps and never polls: it blocks in ``backend.wait`` until
-a worker answers, a worker ends, or a caller writes to the wakeup pipe. It
-never unpickles results either: the caller does, in its own thread, so the
-scheduler stays free to keep workers busy.
+a worker answers, a worker ends, a task's deadline comes, or a caller writes
+to the wakeup pipe. It never unpickles a call's results either: the caller
+does, in its own thread, so the scheduler stays free to keep workers busy.
+Making the next chunk costs the same with one job pending or a million:
+jobs that may make one wait in a ready queue, never found by a scan.
 """
 
 from __future__ import annotations
@@ -32,129 +35,43 @@ import enum
 import itertools
 import logging
 import os
-import reprlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 from corepool._backends.base import (
     Backend,
     Chunk,
     ChunkFinished,
     Event,
-    InitializerFailed,
     WorkerLost,
 )
-from corepool._chunking import Chunker
-from corepool._protocol import CallMode, ErrorSite, RemoteError
+from corepool._failures import (
+    add_note,
+    death_error,
+    initializer_error,
+    task_error,
+    unpicklable_arguments,
+    unpicklable_function,
+)
+from corepool._jobs import (
+    Aborted,
+    Finished,
+    InputFailed,
+    Job,
+    JobState,
+    Results,
+    TaskFailed,
+)
+from corepool._protocol import ErrorSite
+from corepool._recovery import plan_recovery
 from corepool._transport.buffers import Payload
-from corepool._transport.pickling import (
-    describe_unpicklable,
-    dumps,
-    find_unpicklable,
-    loads,
-    qualified_type_name,
-)
-from corepool.errors import (
-    InitializerError,
-    PoolClosed,
-    PoolError,
-    RemoteTraceback,
-    SerializationError,
-    TaskTimeout,
-    WorkerDied,
-)
+from corepool._transport.pickling import dumps, qualified_type_name
+from corepool.errors import PoolClosed, PoolError
 
-__all__ = ["Delivery", "Job", "Scheduler", "Sink", "task_error"]
+__all__ = ["Scheduler"]
 
 logger = logging.getLogger(__name__)
-
-# A chunk lost this many times with no task running (the worker died while
-# decoding it, say) is failed rather than sent out again.
-MAX_SILENT_LOSSES = 3
-
-_short_repr = reprlib.Repr()
-_short_repr.maxstring = 60
-_short_repr.maxother = 60
-
-
-class Delivery(NamedTuple):
-    """What the scheduler hands to a job's sink, in the scheduler thread.
-
-    Exactly one of three shapes: results (``payload`` set), a failure of the
-    tasks at ``indices`` (``failure`` set), or the end of the job (``end``).
-    A failure is a task's (returned in its place with ``return_exceptions``),
-    ``fatal`` (raised when the consumer reaches it, whatever
-    ``return_exceptions`` says: the input iterable raised) or ``abort`` (raised
-    at once: the pool stopped, or the job cannot run at all).
-    """
-
-    indices: Sequence[int]
-    payload: Payload | None = None  # the results, one per index
-    errors: dict[int, BaseException] | None = None  # position in indices -> error
-    failure: BaseException | None = None
-    fatal: bool = False
-    abort: bool = False
-    end: bool = False  # the job is over; indices is range(total)
-
-
-class Sink(Protocol):
-    """Where a job's deliveries go: a result stream or a future."""
-
-    def start(self) -> bool:
-        """Called before the job's first chunk is made; ``False`` skips the job."""
-        ...
-
-    def deliver(self, delivery: Delivery) -> None:
-        """Take one delivery; called in the scheduler thread, so it must be quick."""
-
-
-_job_ids = itertools.count()
-
-
-class Job:
-    """One call (map, imap, submit, ...) as the scheduler sees it."""
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        fn: Callable[..., Any],
-        mode: CallMode,
-        source: Iterator[Any],
-        chunker: Chunker,
-        sink: Sink,
-        lookahead: int | None = None,
-        task_timeout: float | None = None,
-        retries: int = 0,
-        retry_on: tuple[type[BaseException], ...] = (),
-        exits_are_errors: bool = False,
-    ) -> None:
-        self.id = next(_job_ids)
-        self.name = name
-        self.fn = fn
-        self.mode = mode
-        self.source = source
-        self.chunker = chunker
-        self.sink = sink
-        self.lookahead = lookahead  # max chunks of tasks ahead of the consumer; None: no bound
-        self.task_timeout = task_timeout
-        self.retries = retries
-        self.retry_on = retry_on
-        # SystemExit / KeyboardInterrupt raised by a task: its error (True, the
-        # concurrent.futures contract) or the end of its worker (WorkerDied).
-        self.exits_are_errors = exits_are_errors
-        self.attempts: dict[int, int] = {}  # task index -> attempts so far, once retried
-        self.stop_running = False  # cancelled, and its running tasks are to be killed
-        self.pulled = 0  # tasks taken from source so far
-        self.consumed = 0  # tasks the consumer has taken (written by the caller's thread)
-        self.stalled = False  # the scheduler waits for the consumer (backpressure)
-        self.queued = False  # in the scheduler's ready queue
-        self.started = False
-        self.exhausted = False
-        self.cancelled = False
-        self.in_flight = 0
-        self.requeued: collections.deque[Chunk] = collections.deque()
 
 
 class _State(enum.Enum):
@@ -176,15 +93,16 @@ class Scheduler:
         # wake() must not write into that.
         self._wake_lock = threading.Lock()
         self._wake_closed = False
-        self._incoming: collections.deque[Job] = collections.deque()
-        self._cancelled: collections.deque[Job] = collections.deque()
-        self._resumed: collections.deque[Job] = collections.deque()
-        # Jobs that may make a chunk now, served round-robin: the next chunk
-        # costs the same with one job pending or a million.
-        self._ready: collections.deque[Job] = collections.deque()
         # A byte is in the wakeup pipe: further wake() calls need not write.
         self._wake_pending = False
+        # What callers hand the scheduler thread, which alone touches jobs.
+        self._incoming: collections.deque[Job] = collections.deque()
+        self._resumed: collections.deque[Job] = collections.deque()
+        self._cancelled: collections.deque[Job] = collections.deque()
+        self._stops: collections.deque[tuple[Job, int]] = collections.deque()
         self._jobs: dict[int, Job] = {}
+        # Jobs that may make a chunk now, served round-robin.
+        self._ready: collections.deque[Job] = collections.deque()
         self._state = _State.RUNNING
         self._terminated = False
         self._state_lock = threading.Lock()
@@ -209,19 +127,21 @@ class Scheduler:
             self._incoming.append(job)
         self.wake()
 
-    def cancel(self, job: Job, *, stop_running: bool = False) -> None:
-        """Stop making chunks for ``job`` and drop what it has yet to deliver.
-
-        With ``stop_running``, also kill (and replace) the workers that are
-        running its tasks right now.
-        """
-        job.cancelled = True
-        job.stop_running = job.stop_running or stop_running
+    def cancel(self, job: Job) -> None:
+        """Stop making chunks for ``job`` and drop what it has yet to deliver."""
         self._cancelled.append(job)
         self.wake()
 
+    def stop_task(self, job: Job, index: int) -> None:
+        """Kill (and replace) the worker running task ``index`` of ``job``, if it runs now.
+
+        The task reports nothing more: its future was cancelled by the caller.
+        """
+        self._stops.append((job, index))
+        self.wake()
+
     def resume(self, job: Job) -> None:
-        """The consumer of a stalled ``job`` has caught up: make chunks for it again."""
+        """``job`` waited for its consumer or its feed, which has moved on: go on with it."""
         self._resumed.append(job)
         self.wake()
 
@@ -264,7 +184,7 @@ class Scheduler:
         """``close()`` was called and the queued work is still being finished."""
         return self._state is _State.CLOSING
 
-    # -- the scheduler thread -----------------------------------------------
+    # -- the scheduler thread: its loop -------------------------------------
 
     def _run(self) -> None:
         graceful = False
@@ -311,7 +231,7 @@ class Scheduler:
             else "the pool stopped before this call finished"
         )
         for job in [*self._jobs.values(), *self._incoming]:
-            job.sink.deliver(Delivery((job.pulled,), failure=reason, abort=True))
+            job.sink.deliver(Aborted(reason))
         self._jobs.clear()
         self._incoming.clear()
         try:
@@ -323,19 +243,25 @@ class Scheduler:
                 os.close(self._wake_w)
 
     def _accept(self) -> None:
+        """Take in what callers handed over since the last turn of the loop."""
         while self._incoming:
             job = self._incoming.popleft()
             self._jobs[job.id] = job
             self._make_ready(job)
         while self._resumed:
-            self._make_ready(self._resumed.popleft())
+            job = self._resumed.popleft()
+            if job.state is JobState.WAITING:
+                job.state = JobState.PULLING
+            self._make_ready(job)
         while self._cancelled:
-            job = self._cancelled.popleft()
-            job.requeued.clear()
-            if job.stop_running and job.in_flight:
-                self._backend.abort(job.id)
-            if job.in_flight == 0:
-                self._drop(job)
+            self._cancel(self._cancelled.popleft())
+        while self._stops:
+            job, index = self._stops.popleft()
+            if job.id in self._jobs:
+                job.stopped.add(index)
+                self._backend.stop_task(job.id, index)
+
+    # -- making and sending chunks -------------------------------------------
 
     def _dispatch(self) -> None:
         while True:
@@ -354,27 +280,30 @@ class Scheduler:
             job = self._ready.popleft()
             job.queued = False
             chunk = self._chunk_of(job, budget)
-            if job.requeued or not (job.exhausted or job.stalled):
+            if job.has_work:
                 self._make_ready(job)
             if chunk is not None:
                 return chunk
         return None
 
     def _chunk_of(self, job: Job, budget: int | None) -> Chunk | None:
-        """A chunk to re-run, else one pulled from the input; ``None`` if there is none now."""
-        if job.cancelled:
+        """A chunk to run again, else one taken from the input; ``None`` if there is none now."""
+        if job.state is JobState.NEW:
+            job.state = JobState.PULLING if job.sink.start() else JobState.CANCELLED
+            self._settle(job)
+        if job.state is JobState.CANCELLED:
             return None
         if job.requeued:
             chunk = job.requeued.popleft()
             if budget is not None and len(chunk) > budget:
                 job.requeued.appendleft(self._split(chunk, budget))
             return chunk
-        if not job.exhausted and self._may_pull(job):
+        if job.state is JobState.PULLING:
             return self._pull(job, budget)
         return None
 
     def _make_ready(self, job: Job) -> None:
-        if not (job.queued or job.cancelled):
+        if job.has_work and not job.queued:
             job.queued = True
             self._ready.append(job)
 
@@ -383,30 +312,16 @@ class Scheduler:
         job.requeued.appendleft(chunk)
         self._make_ready(job)
 
-    def _may_pull(self, job: Job) -> bool:
-        if not job.started:
-            job.started = True
-            if not job.sink.start():
-                job.exhausted = job.cancelled = True
-                self._drop(job)
-                return False
-        if job.lookahead is None:
-            return True
-        limit = job.lookahead * job.chunker.next_size(job.pulled)
-        if job.pulled - job.consumed < limit:
-            return True
-        # Re-check after raising the flag: the consumer may have moved on in
-        # between, and it only wakes us when it sees the flag up.
-        job.stalled = True
-        if job.pulled - job.consumed < limit:
-            job.stalled = False
-            return True
-        return False
-
     def _pull(self, job: Job, budget: int | None) -> Chunk | None:
+        window = job.window
+        if window is not None and not window.admits():
+            job.state = JobState.WAITING  # until the consumer resumes it
+            return None
         size = job.chunker.next_size(job.pulled)
         if budget is not None:
             size = min(size, budget)
+        if window is not None:
+            size = min(size, window.room())
         items: list[Any] = []
         failure: Exception | None = None
         try:
@@ -414,18 +329,25 @@ class Scheduler:
             items.extend(itertools.islice(job.source, size))
         except Exception as exc:
             failure = exc
-        if failure is not None or len(items) < size:
-            job.exhausted = True
         start = job.pulled
         job.pulled += len(items)
+        if window is not None:
+            window.pulled(len(items))
         if failure is not None:
+            job.state = JobState.DRAINED
             note = f"raised by the input iterable of {job.name} after {job.pulled} items"
-            _add_note(failure, note)
-            job.sink.deliver(Delivery((job.pulled,), failure=failure, fatal=True))
+            add_note(failure, note)
+            job.sink.deliver(InputFailed(job.pulled, failure))
+        elif len(items) < size:
+            feed = job.feed
+            if feed is None or not feed.is_open:
+                job.state = JobState.DRAINED
+            elif feed.park():
+                job.state = JobState.WAITING  # until a caller adds to the feed
         if not items:
-            self._finish_if_done(job)
+            self._settle(job)
             return None
-        return Chunk(
+        chunk = Chunk(
             next(self._chunk_ids),
             job.id,
             job.fn,
@@ -436,6 +358,8 @@ class Scheduler:
             job.task_timeout,
             job.exits_are_errors,
         )
+        chunk.fresh = True
+        return chunk
 
     def _split(self, chunk: Chunk, size: int) -> Chunk:
         """Cut ``chunk`` down to its first ``size`` tasks; return the rest as a new chunk."""
@@ -445,111 +369,6 @@ class Scheduler:
         chunk.indices = chunk.indices[:size]
         chunk.items = chunk.items[:size]
         return rest
-
-    def _send(self, worker_id: int, chunk: Chunk) -> None:
-        job = self._jobs[chunk.job_id]
-        try:
-            self._backend.send(worker_id, chunk)
-        except Exception as exc:
-            self._fail_unpicklable(job, chunk, exc)
-            return
-        job.in_flight += 1
-
-    def _fail_unpicklable(self, job: Job, chunk: Chunk, exc: Exception) -> None:
-        """Some argument of ``chunk`` would not pickle: fail those tasks, requeue the rest."""
-        keep: list[int] = []
-        for position, item in enumerate(chunk.items):
-            try:
-                dumps(item)
-            except Exception as error:
-                index = chunk.indices[position]
-                failure = SerializationError(
-                    f"the arguments of task {index} of {job.name} could not be pickled to "
-                    f"send them to a worker: {qualified_type_name(error)}: {error}"
-                    f"{_where_unpicklable(item, job.mode)}. Pass plain data (or create the "
-                    "object inside the task or the pool's initializer) instead.",
-                    type_name=_culprit_type(item, job.mode),
-                )
-                failure.__cause__ = error
-                job.sink.deliver(Delivery((index,), failure=failure))
-            else:
-                keep.append(position)
-        if len(keep) == len(chunk.items):  # no single item is at fault: the function is
-            culprit = find_unpicklable(job.fn, "the function")
-            failure = SerializationError(
-                f"the function of {job.name} could not be pickled: "
-                f"{qualified_type_name(exc)}: {exc}"
-                f"{describe_unpicklable(job.fn, 'the function')}. Define it at module "
-                "level, and create what it needs (locks, connections, open files) inside "
-                "it or in the pool's initializer.",
-                type_name=qualified_type_name(culprit[1] if culprit else job.fn),
-            )
-            failure.__cause__ = exc
-            job.sink.deliver(Delivery(chunk.indices, failure=failure, abort=True))
-            job.cancelled = True
-            self._cancelled.append(job)
-            return
-        if keep:
-            chunk.indices = [chunk.indices[p] for p in keep]
-            chunk.items = [chunk.items[p] for p in keep]
-            self._requeue(job, chunk)
-        self._finish_if_done(job)
-
-    def _drop(self, job: Job) -> None:
-        """Forget a job that is over; the backend lets go of what it kept for it."""
-        if self._jobs.pop(job.id, None) is not None:
-            self._backend.release(job.id)
-
-    def _finish_if_done(self, job: Job) -> None:
-        if job.cancelled:
-            if job.in_flight == 0:
-                self._drop(job)
-        elif job.exhausted and job.in_flight == 0 and not job.requeued:
-            job.sink.deliver(Delivery(range(job.pulled), end=True))
-            self._drop(job)
-
-    def _handle(self, event: Event) -> None:
-        if isinstance(event, ChunkFinished):
-            self._finished(event)
-        elif isinstance(event, WorkerLost):
-            self._lost(event)
-        else:
-            self._initializer_failed(event)
-
-    def _finished(self, event: ChunkFinished) -> None:
-        chunk = event.chunk
-        job = self._jobs.get(chunk.job_id)
-        if job is None:
-            return
-        job.in_flight -= 1
-        job.chunker.observe(len(chunk), event.busy_s)
-        if not job.cancelled and _undecodable(event) and len(chunk) > 1:
-            # One bad argument spoils the whole chunk's decoding: run each task
-            # alone to learn which one it was.
-            for position in reversed(range(len(chunk))):
-                self._requeue(job, self._subset(chunk, [position]))
-        elif not job.cancelled:
-            indices: Sequence[int] = chunk.indices
-            payload, errors = event.payload, None
-            if event.errors:
-                errors = {
-                    position: task_error(job.name, chunk, position, remote)
-                    for position, remote in event.errors.items()
-                }
-                retried = [
-                    position
-                    for position, error in errors.items()
-                    if isinstance(error, job.retry_on) and self._retry(job, chunk, position)
-                ]
-                if retried:
-                    indices, payload, errors = _without(indices, payload, errors, retried)
-                for position, error in errors.items():
-                    attempts = job.attempts.get(indices[position], 1)
-                    if attempts > 1:
-                        _add_note(error, f"the task was tried {attempts} times")
-            if indices:
-                job.sink.deliver(Delivery(indices, payload=payload, errors=errors))
-        self._finish_if_done(job)
 
     def _subset(self, chunk: Chunk, positions: Sequence[int]) -> Chunk:
         """A new chunk of the tasks of ``chunk`` at ``positions``.
@@ -564,6 +383,118 @@ class Scheduler:
             chunk.stride if len(positions) > 1 else 1,
         )
 
+    def _send(self, worker_id: int, chunk: Chunk) -> None:
+        job = self._jobs[chunk.job_id]
+        try:
+            nbytes = self._backend.send(worker_id, chunk)
+        except Exception as exc:
+            self._fail_unpicklable(job, chunk, exc)
+            return
+        job.in_flight += 1
+        if chunk.fresh:
+            chunk.fresh = False
+            if job.window is not None:
+                job.window.measure(len(chunk), nbytes)
+
+    def _fail_unpicklable(self, job: Job, chunk: Chunk, exc: Exception) -> None:
+        """Some argument of ``chunk`` would not pickle: fail those tasks, requeue the rest."""
+        keep: list[int] = []
+        for position, item in enumerate(chunk.items):
+            try:
+                dumps(item)
+            except Exception as error:
+                index = chunk.indices[position]
+                job.sink.deliver(
+                    TaskFailed(
+                        index,
+                        unpicklable_arguments(
+                            job.name, job.shown_index(index), item, job.mode, error
+                        ),
+                    )
+                )
+            else:
+                keep.append(position)
+        if len(keep) == len(chunk.items):  # no single item is at fault: the function is
+            job.sink.deliver(Aborted(unpicklable_function(job.name, job.fn, exc)))
+            self._cancel(job)
+            return
+        if keep:
+            self._requeue(job, self._subset(chunk, keep))
+        self._settle(job)
+
+    # -- a job's end -----------------------------------------------------------
+
+    def _cancel(self, job: Job) -> None:
+        job.state = JobState.CANCELLED
+        job.requeued.clear()
+        self._settle(job)
+
+    def _settle(self, job: Job) -> None:
+        """Forget a job that is over (and tell its sink, if it ran to its end)."""
+        if not job.is_over:
+            return
+        if job.state is JobState.DRAINED:
+            job.sink.deliver(Finished(job.pulled))
+        if self._jobs.pop(job.id, None) is not None:
+            self._backend.release(job.id)
+
+    # -- what workers report -------------------------------------------------
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, ChunkFinished):
+            self._finished(event)
+        elif isinstance(event, WorkerLost):
+            self._lost(event)
+        else:
+            raise initializer_error(event.worker_id, event.error)
+
+    def _finished(self, event: ChunkFinished) -> None:
+        chunk = event.chunk
+        job = self._jobs.get(chunk.job_id)
+        if job is None:
+            return
+        job.in_flight -= 1
+        job.chunker.observe(len(chunk), event.busy_s)
+        if job.window is not None:
+            job.window.measure(0, event.payload.nbytes)
+        if job.state is JobState.CANCELLED:
+            pass
+        elif _undecodable(event) and len(chunk) > 1:
+            # One bad argument spoils the whole chunk's decoding: run each task
+            # alone to learn which one it was.
+            for position in reversed(range(len(chunk))):
+                self._requeue(job, self._subset(chunk, [position]))
+        else:
+            self._deliver_results(job, chunk, event)
+        self._settle(job)
+
+    def _deliver_results(self, job: Job, chunk: Chunk, event: ChunkFinished) -> None:
+        indices: Sequence[int] = chunk.indices
+        payload, errors = event.payload, None
+        if event.errors:
+            errors = {
+                position: task_error(
+                    job.name,
+                    job.shown_index(chunk.indices[position]),
+                    chunk.items[position],
+                    remote,
+                )
+                for position, remote in event.errors.items()
+            }
+            retried = [
+                position
+                for position, error in errors.items()
+                if isinstance(error, job.retry_on) and self._retry(job, chunk, position)
+            ]
+            if retried:
+                indices, payload, errors = _without(indices, payload, errors, retried)
+            for position, error in errors.items():
+                attempts = job.attempts.get(indices[position], 1)
+                if attempts > 1:
+                    add_note(error, f"the task was tried {attempts} times")
+        if indices:
+            job.sink.deliver(Results(indices, payload, errors))
+
     def _lost(self, event: WorkerLost) -> None:
         # Last first: each requeue goes to the front, so the chunks keep their order.
         for number, chunk in reversed(list(enumerate(event.chunks))):
@@ -571,62 +502,47 @@ class Scheduler:
             if job is None:
                 continue
             job.in_flight -= 1
-            if job.cancelled:
+            if job.state is JobState.CANCELLED:
                 pass
             elif number == 0:
-                self._recover(job, chunk, event.position, event)
+                self._recover(job, chunk, event)
             else:
                 # Queued behind the one that was running: it never started, so
                 # the loss is not its fault and does not count against it.
                 self._requeue(job, chunk)
-            self._finish_if_done(job)
+            self._settle(job)
 
-    def _recover(self, job: Job, chunk: Chunk, position: int | None, event: WorkerLost) -> None:
-        """Fail the task that was running when the worker died; run its neighbours again."""
-        chunk.attempts += 1
-        if position is None and chunk.attempts < MAX_SILENT_LOSSES:
-            self._requeue(job, chunk)
+    def _recover(self, job: Job, chunk: Chunk, event: WorkerLost) -> None:
+        """Blame the task that was running when the worker died; run its neighbours again."""
+        if event.position is None:
+            chunk.attempts += 1
+        plan = plan_recovery(
+            tasks=len(chunk),
+            stride=chunk.stride,
+            position=event.position,
+            silent_losses=chunk.attempts,
+        )
+        for positions in reversed(plan.rerun):
+            whole = len(positions) == len(chunk)  # the same chunk keeps its count of losses
+            self._requeue(job, chunk if whole else self._subset(chunk, positions))
+        for position in plan.blamed:
+            self._blame(job, chunk, position, event)
+
+    def _blame(self, job: Job, chunk: Chunk, position: int, event: WorkerLost) -> None:
+        index = chunk.indices[position]
+        if index in job.stopped:
+            return  # stopped by its caller, whose future says so already
+        if self._retry(job, chunk, position):
             return
-        if position is not None and chunk.stride > 1:
-            # The worker died somewhere in a stride of tiny tasks: run them
-            # again one by one; the one at fault will name itself.
-            suspects = range(position, min(position + chunk.stride, len(chunk)))
-            rest = [p for p in range(len(chunk)) if p not in suspects]
-            if rest:
-                self._requeue(job, self._subset(chunk, rest))
-            for suspect in reversed(suspects):
-                self._requeue(job, self._subset(chunk, [suspect]))
-            return
-        dead = range(len(chunk)) if position is None else (position,)
-        if position is not None and len(chunk) > 1:
-            rest = [p for p in range(len(chunk)) if p != position]
-            self._requeue(job, self._subset(chunk, rest))
-        for failed in dead:
-            if self._retry(job, chunk, failed):
-                continue
-            index = chunk.indices[failed]
-            attempts = job.attempts.get(index, 1)
-            error: PoolError
-            if event.timed_out:
-                error = TaskTimeout(
-                    f"task {index} of {job.name} passed task_timeout={chunk.timeout_s}s; "
-                    f"worker {event.worker_id} was stopped and replaced."
-                    + (f" The task was tried {attempts} times." if attempts > 1 else ""),
-                    task_index=index,
-                    timeout=chunk.timeout_s or 0.0,
-                    attempts=attempts,
-                )
-            else:
-                error = WorkerDied(
-                    worker_id=event.worker_id,
-                    pid=event.pid,
-                    exitcode=event.exitcode,
-                    task_index=index,
-                    job=job.name,
-                    replaced=self._state is _State.RUNNING,
-                    attempts=attempts,
-                )
-            job.sink.deliver(Delivery((index,), failure=error))
+        error = death_error(
+            job.name,
+            job.shown_index(index),
+            event,
+            chunk.timeout_s,
+            attempts=job.attempts.get(index, 1),
+            replaced=self._state is _State.RUNNING,
+        )
+        job.sink.deliver(TaskFailed(index, error))
 
     def _retry(self, job: Job, chunk: Chunk, position: int) -> bool:
         """Queue the task at ``position`` again if ``retries`` allow; say whether it was."""
@@ -638,39 +554,6 @@ class Scheduler:
         self._requeue(job, self._subset(chunk, [position]))
         logger.debug("task %d of %s: attempt %d", index, job.name, attempts + 1)
         return True
-
-    def _initializer_failed(self, event: InitializerFailed) -> None:
-        remote = event.error
-        error = InitializerError(
-            f"the pool's initializer raised {remote.type_name}: {remote.message} "
-            f"(in worker {event.worker_id}). No task can run: fix the initializer "
-            "and create a new pool."
-        )
-        error.__cause__ = RemoteTraceback(remote.traceback_text)
-        raise error
-
-
-def _where_unpicklable(item: Any, mode: CallMode) -> str:
-    """Where in a task's arguments pickling fails, as ``describe_unpicklable`` says it."""
-    if mode is CallMode.ITEM:
-        return describe_unpicklable(item, "the item")
-    if mode is CallMode.STAR:
-        return describe_unpicklable(tuple(item), "args")
-    args, kwargs = item
-    return describe_unpicklable(tuple(args), "args") or describe_unpicklable(kwargs, "kwargs")
-
-
-def _culprit_type(item: Any, mode: CallMode) -> str:
-    """The type name of what would not pickle, looking inside argument tuples."""
-    if mode is CallMode.ITEM:
-        return qualified_type_name(item)
-    args = item if mode is CallMode.STAR else (*item[0], *item[1].values())
-    for arg in args:
-        try:
-            dumps(arg)
-        except Exception:
-            return qualified_type_name(arg)
-    return qualified_type_name(item)
 
 
 def _without(
@@ -700,50 +583,3 @@ def _undecodable(event: ChunkFinished) -> bool:
         and len(errors) == len(event.chunk)
         and all(error.site is ErrorSite.ARGUMENTS for error in errors.values())
     )
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    if hasattr(exc, "add_note"):  # Python 3.11+
-        exc.add_note(note)
-
-
-def task_error(job_name: str, chunk: Chunk, position: int, remote: RemoteError) -> BaseException:
-    """Turn a worker's ``RemoteError`` into the exception the caller sees."""
-    index = chunk.indices[position]
-    where = f"task {index} of {job_name}"
-    if remote.site is ErrorSite.TASK and remote.exception is not None:
-        try:
-            exc: BaseException = loads(remote.exception)
-        except Exception as failure:
-            exc = SerializationError(
-                f"{where} raised {remote.type_name}: {remote.message}, which could not be "
-                f"unpickled in the parent ({qualified_type_name(failure)}: {failure}). Give "
-                "the exception class an __init__ that accepts its args, or a __reduce__.",
-                type_name=remote.type_name,
-                traceback_text=remote.traceback_text,
-            )
-        else:
-            _add_note(exc, f"raised by {where}, item {_short_repr.repr(chunk.items[position])}")
-    elif remote.site is ErrorSite.TASK:
-        exc = SerializationError(
-            f"{where} raised {remote.type_name}: {remote.message}, which could not be sent "
-            f"back to the parent: {remote.problem}. Keep only plain data in the exception, "
-            "and give its class an __init__ that accepts its args (or a __reduce__).",
-            type_name=remote.type_name,
-            traceback_text=remote.traceback_text,
-        )
-    elif remote.site is ErrorSite.RESULT:
-        exc = SerializationError(
-            f"{where}: {remote.message}",
-            type_name=remote.type_name,
-            traceback_text=remote.traceback_text,
-        )
-    else:
-        exc = SerializationError(
-            f"{where} could not start: its function or arguments failed to unpickle in the "
-            f"worker with {remote.type_name}: {remote.message}",
-            type_name=remote.type_name,
-            traceback_text=remote.traceback_text,
-        )
-    exc.__cause__ = RemoteTraceback(remote.traceback_text)
-    return exc

@@ -152,6 +152,13 @@ class PoolOptions:
             environment variables (``OMP_NUM_THREADS``,
             ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, ...) before those
             libraries load, and with threadpoolctl where they already have.
+        read_ahead_bytes: How far ``imap`` and ``imap_unordered`` may read
+            their input ahead of what you have consumed: the tasks' pickled
+            arguments plus the results waiting for you, in bytes or a size
+            such as ``"64MiB"`` (the default), and at most 100,000 tasks. A
+            slow first task does not stop free workers from running the
+            tasks behind it until this much is waiting. Each call can set
+            its own.
     """
 
     workers: int | None = None
@@ -167,6 +174,7 @@ class PoolOptions:
     buffer_threshold: int | str | None = "1MiB"
     preload: tuple[str, ...] | None = None
     inner_threads: int | None = None
+    read_ahead_bytes: int | str = "64MiB"
 
     def __post_init__(self) -> None:
         _check_optional_count("workers", self.workers)
@@ -183,6 +191,8 @@ class PoolOptions:
         if not isinstance(self.initargs, tuple):
             raise TypeError(f"initargs must be a tuple, got {type(self.initargs).__name__}")
         check_task_timeout(self.task_timeout)
+        if self.read_ahead_bytes is not None:
+            parse_bytes(self.read_ahead_bytes, "read_ahead_bytes")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
         if not isinstance(self.retry_on, tuple) or not all(
@@ -204,6 +214,7 @@ class PoolOptions:
                     "spelling, or install it"
                 )
         _check_optional_count("inner_threads", self.inner_threads)
+        parse_bytes(self.read_ahead_bytes, "read_ahead_bytes")
         if self.shared is not None and not (
             isinstance(self.shared, Mapping) and all(isinstance(k, str) for k in self.shared)
         ):
@@ -270,6 +281,9 @@ class MapOptions:
             past it the call raises ``TimeoutError``. ``None`` waits forever.
         task_timeout: Seconds each task of this call may run (see
             ``PoolOptions.task_timeout``); ``None`` uses the pool's.
+        read_ahead_bytes: How far this lazy call may read ahead of its
+            consumer (see ``PoolOptions.read_ahead_bytes``); ``None`` uses
+            the pool's.
     """
 
     chunksize: int | None = None
@@ -278,6 +292,7 @@ class MapOptions:
     return_exceptions: bool = False
     timeout: float | None = None
     task_timeout: float | None = None
+    read_ahead_bytes: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.chunksize is not None and (

@@ -7,24 +7,26 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future
-from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
 from corepool._backends.local import LocalBackend
+from corepool._calls import CallQueue, TaskFuture
 from corepool._chunking import Chunker
+from corepool._jobs import Job, Window
 from corepool._protocol import CallMode
-from corepool._results import FutureSink, ResultIterator, ResultStream, TaskFuture
-from corepool._scheduler import Job, Scheduler
-from corepool.options import MapOptions, PoolOptions, StartMethod
+from corepool._results import ResultIterator, ResultStream
+from corepool._scheduler import Scheduler
+from corepool.options import MapOptions, PoolOptions, StartMethod, parse_bytes
 
 __all__ = ["Pool", "map"]
 
 R = TypeVar("R")
 
-# imap may run ahead of its consumer by this many chunks per worker, and no
-# more: an infinite input stays lazy and memory stays bounded.
-LOOKAHEAD_CHUNKS_PER_WORKER = 4
+# imap reads ahead of its consumer by at most read_ahead_bytes (see
+# MapOptions) and this many tasks: an infinite input stays lazy and memory
+# stays bounded, while free workers keep busy behind a slow head task.
+READ_AHEAD_TASKS = 100_000
 
 
 def _describe(call: str, fn: Callable[..., Any]) -> str:
@@ -68,6 +70,7 @@ class Pool(Executor):
         preload: See ``PoolOptions``: modules workers start with, imported
             once in the template process.
         inner_threads: See ``PoolOptions``: BLAS/OpenMP threads per worker.
+        read_ahead_bytes: See ``PoolOptions``: how far ``imap`` reads ahead.
 
     Raises:
         ValueError: An option is out of range.
@@ -93,6 +96,7 @@ class Pool(Executor):
         buffer_threshold: int | str | None = "1MiB",
         preload: tuple[str, ...] | None = None,
         inner_threads: int | None = None,
+        read_ahead_bytes: int | str = "64MiB",
     ) -> None:
         self.options = PoolOptions(
             workers=workers,
@@ -108,9 +112,13 @@ class Pool(Executor):
             buffer_threshold=buffer_threshold,
             preload=preload,
             inner_threads=inner_threads,
+            read_ahead_bytes=read_ahead_bytes,
         )
         self._backend = LocalBackend(self.options)
         self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}")
+        # The open queue of consecutive submits of one function (see _calls).
+        self._calls: CallQueue | None = None
+        self._submit_lock = threading.Lock()
         # A pool dropped without close() must not leave workers behind.
         self._finalizer = weakref.finalize(self, _finalize, self._scheduler)
 
@@ -133,6 +141,12 @@ class Pool(Executor):
             "retries": self.options.retries,
             "retry_on": self.options.retry_on,
         }
+
+    def _window(self, options: MapOptions) -> Window:
+        """The read-ahead bound of a lazy call: the call's bytes, else the pool's."""
+        size = options.read_ahead_bytes or self.options.read_ahead_bytes
+        max_bytes = parse_bytes(size, "read_ahead_bytes")
+        return Window(max_bytes=max_bytes, max_tasks=READ_AHEAD_TASKS)
 
     def _stream(
         self,
@@ -167,7 +181,7 @@ class Pool(Executor):
             source=source,
             chunker=Chunker(workers=self.workers, total=total, chunksize=options.chunksize),
             sink=stream,
-            lookahead=LOOKAHEAD_CHUNKS_PER_WORKER * self.workers if lazy else None,
+            window=self._window(options) if lazy else None,
             **self._robustness(options.task_timeout),
         )
         stream.attach(job, self._scheduler)
@@ -253,6 +267,7 @@ class Pool(Executor):
         return_exceptions: bool = False,
         timeout: float | None = None,
         task_timeout: float | None = None,
+        read_ahead_bytes: int | str | None = None,
     ) -> Iterator[R]:
         """Results one by one, in input order, as soon as each is ready.
 
@@ -272,6 +287,7 @@ class Pool(Executor):
             return_exceptions=return_exceptions,
             timeout=timeout,
             task_timeout=task_timeout,
+            read_ahead_bytes=read_ahead_bytes,
         )
         stream = self._stream("imap", fn, iterables, options, lazy=True)
         return ResultIterator.over(stream, stream.ordered())
@@ -285,6 +301,7 @@ class Pool(Executor):
         return_exceptions: bool = False,
         timeout: float | None = None,
         task_timeout: float | None = None,
+        read_ahead_bytes: int | str | None = None,
     ) -> Iterator[R]:
         """Like ``imap``, but each result comes as soon as it is ready, in any order."""
         options = MapOptions(
@@ -294,6 +311,7 @@ class Pool(Executor):
             return_exceptions=return_exceptions,
             timeout=timeout,
             task_timeout=task_timeout,
+            read_ahead_bytes=read_ahead_bytes,
         )
         stream = self._stream("imap_unordered", fn, iterables, options, lazy=True)
         return ResultIterator.over(stream, stream.unordered())
@@ -301,8 +319,11 @@ class Pool(Executor):
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future``.
 
-        Unlike a standard future, ``cancel()`` also stops the task once it
-        runs: its worker is killed and replaced.
+        Consecutive submits of one function travel to workers together, in
+        chunks sized like any others; each future resolves as soon as its own
+        result is back. Besides the standard ``cancel()``, the future has
+        ``stop()``, which also ends the task while it runs (its worker is
+        killed and replaced).
 
         Raises:
             PoolClosed: The pool was closed or terminated.
@@ -311,22 +332,51 @@ class Pool(Executor):
             >>> pool.submit(pow, 2, 10).result()
             1024
         """
+        return self._submit(fn, args, kwargs, exits_are_errors=False)
+
+    def _submit(
+        self,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        exits_are_errors: bool,
+    ) -> TaskFuture:
+        """``submit``; ``exits_are_errors`` as ``Job`` has it (the concurrent.futures face)."""
+        future = TaskFuture()
+        with self._submit_lock:
+            calls = self._calls
+            if (
+                calls is None
+                or calls.fn is not fn
+                or calls.exits_are_errors != exits_are_errors
+                or not calls.add(args, kwargs, future)
+            ):
+                calls = self._open_calls(fn, exits_are_errors)
+                calls.add(args, kwargs, future)
+        return future
+
+    def _open_calls(self, fn: Callable[..., Any], exits_are_errors: bool) -> CallQueue:
+        """Seal the open queue of submits; open one for ``fn`` (under the submit lock)."""
         if not callable(fn):
             raise TypeError(f"submit() needs a callable first, got {fn!r}")
-        future = TaskFuture()
-        name = _describe("submit", fn)
-        job = Job(
-            name=name,
+        if self._calls is not None:
+            self._calls.seal()
+        calls = CallQueue(fn, exits_are_errors, self._scheduler)
+        calls.job = Job(
+            name=_describe("submit", fn),
             fn=fn,
             mode=CallMode.CALL,
-            source=iter(((args, kwargs),)),
-            chunker=Chunker(workers=self.workers, total=1, chunksize=1),
-            sink=FutureSink(future),
+            source=calls,
+            feed=calls,
+            sink=calls,
+            chunker=Chunker(workers=self.workers, total=None, chunksize=None),
+            exits_are_errors=exits_are_errors,
             **self._robustness(None),
         )
-        future._stop_running = partial(self._scheduler.cancel, job, stop_running=True)
-        self._scheduler.submit(job)
-        return future
+        self._scheduler.submit(calls.job)  # PoolClosed once closed: nothing changes then
+        self._calls = calls
+        return calls
 
     # -- life cycle ------------------------------------------------------------
 
@@ -339,6 +389,9 @@ class Pool(Executor):
         this pool's functions and ``worker_state()``); unadopted ones exit by
         themselves. Returns at once; ``join()`` waits. Idempotent.
         """
+        with self._submit_lock:
+            if self._calls is not None:
+                self._calls.seal()
         self._scheduler.close()
 
     def terminate(self) -> None:

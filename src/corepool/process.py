@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from corepool._backends.base import Chunk
+from corepool._failures import task_error
 from corepool._protocol import CallMode, ChunkDone, RunChunk, Stop, WorkerConfig
-from corepool._scheduler import task_error
 from corepool._spawn import WorkerProcess, start_worker
 from corepool._transport.buffers import DEFAULT_THRESHOLD, open_segments, pack
 from corepool._transport.channel import close_fds
@@ -249,7 +249,7 @@ class Process:
             return True, died
         if done.errors:
             chunk = Chunk(0, 0, self._target, CallMode.CALL, [0], [(self._args, self._kwargs)])
-            return True, task_error(job, chunk, 0, done.errors[0])
+            return True, task_error(job, 0, chunk.items[0], done.errors[0])
         return False, self._payload.load()[0]
 
     def terminate(self) -> None:

@@ -28,6 +28,7 @@ class Chunk:
         "attempts",
         "exits_are_errors",
         "fn",
+        "fresh",
         "id",
         "indices",
         "items",
@@ -61,6 +62,7 @@ class Chunk:
         # concurrent.futures does, rather than the end of its worker.
         self.exits_are_errors = exits_are_errors
         self.attempts = 0  # how many times a worker died holding it
+        self.fresh = False  # just pulled from the input: its size is not yet counted
 
     def __len__(self) -> int:
         return len(self.items)
@@ -129,8 +131,8 @@ class Backend(Protocol):
         """How many more tasks the worker may run before it retires, or ``None``."""
         ...
 
-    def send(self, worker_id: int, chunk: Chunk) -> None:
-        """Hand ``chunk`` to ``worker_id``."""
+    def send(self, worker_id: int, chunk: Chunk) -> int:
+        """Hand ``chunk`` to ``worker_id``; return the bytes its tasks took (pickled)."""
 
     def wait(self, wakeup_fd: int, timeout: float | None) -> tuple[list[Event], bool]:
         """Block until something happens; return the events and whether ``wakeup_fd`` fired."""
@@ -143,8 +145,8 @@ class Backend(Protocol):
     def release(self, job_id: int) -> None:
         """The job is over: let go of whatever was kept for it (copies of its arguments)."""
 
-    def abort(self, job_id: int) -> None:
-        """Stop the tasks of ``job_id`` that are running now; their loss is reported by ``wait``."""
+    def stop_task(self, job_id: int, index: int) -> None:
+        """Stop task ``index`` of ``job_id`` if it runs now; ``wait`` reports the loss."""
 
     def shutdown(self, *, graceful: bool) -> None:
         """Stop every worker (politely first when ``graceful``) and release all resources."""

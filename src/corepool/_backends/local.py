@@ -163,10 +163,19 @@ class LocalBackend:
     def task_budget(self, worker_id: int) -> int | None:
         return self._slots[worker_id].tasks_left
 
-    def abort(self, job_id: int) -> None:
+    def stop_task(self, job_id: int, index: int) -> None:
+        """Kill the worker running task ``index`` of job ``job_id``, if one is running it now."""
         for worker_id, slot in self._slots.items():
-            if slot.in_flight and slot.in_flight[0].job_id == job_id:
-                logger.debug("killing worker %d to cancel a running task", worker_id)
+            head = slot.in_flight[0] if slot.in_flight else None
+            if head is None or head.job_id != job_id or head.stride != 1:
+                continue
+            chunk_id, position, _ = self._board.read(slot.process.slot)
+            if (
+                chunk_id == head.id
+                and 0 <= position < len(head)
+                and head.indices[position] == index
+            ):
+                logger.debug("killing worker %d to stop task %d of a job", worker_id, index)
                 slot.process.kill()
 
     def is_idle(self) -> bool:
@@ -177,7 +186,7 @@ class LocalBackend:
         if cache is not None:
             cache.close()
 
-    def send(self, worker_id: int, chunk: Chunk) -> None:
+    def send(self, worker_id: int, chunk: Chunk) -> int:
         slot = self._slots[worker_id]
         cache = self._segment_caches.get(chunk.job_id)
         if cache is None:
@@ -210,7 +219,10 @@ class LocalBackend:
         slot.in_flight.append(chunk)
         if slot.tasks_left is not None:
             slot.tasks_left -= len(chunk)
+        # Segments (large buffers, shared arrays) count at their size.
+        nbytes = len(items.data) + sum(os.fstat(fd).st_size for fd in fds[: len(items.kinds)])
         _send_quietly(slot.process, dumps(message), fds)
+        return nbytes
 
     def _function(self, fn: Any) -> _Function:
         """``fn`` with its pool-wide id and its pickle, made once and remembered."""

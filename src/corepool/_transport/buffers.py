@@ -426,6 +426,11 @@ class Payload:
         if self._descriptors:
             weakref.finalize(self, _close_left, self._descriptors)
 
+    @property
+    def nbytes(self) -> int:
+        """The pickle's size plus that of its out-of-band buffers."""
+        return len(self.packed.data) + sum(buffer.nbytes for buffer in self._buffers)
+
     @classmethod
     def of(cls, values: Any) -> Payload:
         """``values`` pickled in band (where results must be pickled again)."""

@@ -1,0 +1,199 @@
+"""``submit``: the futures it returns, and the queue that sends consecutive calls together.
+
+Runs in the parent: ``add`` and ``seal`` in callers' threads (under the
+pool's submit lock), the rest in the scheduler thread. Imports ``_jobs``,
+``_scheduler`` and ``errors``.
+
+Each ``submit`` of the same function joins one open ``CallQueue``, which is
+the input, the feed and the sink of one job: the scheduler takes the queued
+calls in chunks sized like any others (one call alone when workers are idle,
+many together when calls pile up), and each future resolves as soon as the
+results of its chunk are back. A submit costs the caller a future and an
+append; it wakes the scheduler only when the job had run dry.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from functools import partial
+from typing import Any
+
+from corepool._jobs import Aborted, Delivery, Job, Results, TaskFailed
+from corepool._scheduler import Scheduler
+from corepool._transport.pickling import qualified_type_name
+from corepool.errors import SerializationError
+
+__all__ = ["CallQueue", "TaskFuture"]
+
+# The states of concurrent.futures.Future (its module keeps them private).
+_RUNNING = "RUNNING"
+_PENDING = "PENDING"
+
+Call = tuple[tuple[Any, ...], dict[str, Any], "TaskFuture"]
+
+
+class TaskFuture(Future[Any]):
+    """The ``Future`` that ``submit`` returns: a standard one, plus ``stop()``.
+
+    ``cancel()`` keeps the standard's contract: it succeeds while the task
+    waits for a worker and returns ``False`` once it runs. ``stop()`` also
+    ends a task that runs, by killing its worker (the pool replaces it).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stop_running: Callable[[], None] | None = None
+
+    def stop(self) -> bool:
+        """Cancel the task even if it is running: its worker is killed and replaced.
+
+        A task waiting for a worker is simply cancelled, as ``cancel()`` does.
+        A running one is ended at once; the other tasks its worker held run
+        again elsewhere. Callbacks and waiters see a cancelled future.
+
+        Returns:
+            ``True`` if the future is cancelled now (or was already);
+            ``False`` if the task had finished first: its result stands.
+
+        Example:
+            >>> future = pool.submit(time.sleep, 3600)
+            >>> future.stop()
+            True
+        """
+        with self._condition:
+            running = self._state == _RUNNING
+            if running:
+                # Let Future.cancel() take it from here; a result that lands
+                # in between wins, and cancel() then answers False.
+                self._state = _PENDING
+        if running and self._stop_running is not None:
+            self._stop_running()
+        return super().cancel()
+
+
+class CallQueue:
+    """The consecutive submits of one function: one job's input, feed and sink.
+
+    Args:
+        fn: The function every call runs.
+        exits_are_errors: A task's ``SystemExit`` is its error (see ``Job``).
+        scheduler: The pool's scheduler, told when the job should go on.
+    """
+
+    def __init__(
+        self, fn: Callable[..., Any], exits_are_errors: bool, scheduler: Scheduler
+    ) -> None:
+        self.fn = fn
+        self.exits_are_errors = exits_are_errors
+        self.job: Job | None = None  # set once, before the job is submitted
+        self._scheduler = scheduler
+        self._calls: collections.deque[Call] = collections.deque()
+        self._running: dict[int, TaskFuture] = {}  # task index -> its future
+        self._started = 0
+        self._sealed = False
+        self._parked = False  # the scheduler found no call: the next one resumes the job
+
+    # -- callers' threads, under the pool's submit lock -------------------------
+
+    def add(self, args: tuple[Any, ...], kwargs: dict[str, Any], future: TaskFuture) -> bool:
+        """Queue a call; ``False`` if this queue is sealed (open a new one)."""
+        if self._sealed:
+            return False
+        self._calls.append((args, kwargs, future))
+        if self._parked:
+            self._parked = False
+            self._resume()
+        return True
+
+    def seal(self) -> None:
+        """Take no more calls; the job ends once those queued are done."""
+        if not self._sealed:
+            self._sealed = True
+            self._resume()
+
+    def _resume(self) -> None:
+        assert self.job is not None
+        self._scheduler.resume(self.job)
+
+    # -- Feed and input, in the scheduler thread --------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return not self._sealed
+
+    def park(self) -> bool:
+        self._parked = True
+        # Check again: a call (or the seal) may have come before the flag was up.
+        if self._calls or self._sealed:
+            self._parked = False
+            return False
+        return True
+
+    def __iter__(self) -> CallQueue:
+        return self
+
+    def __next__(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The next call not cancelled, as ``(args, kwargs)``; its future is now running."""
+        assert self.job is not None
+        while self._calls:
+            args, kwargs, future = self._calls.popleft()
+            index = self._started
+            future._stop_running = partial(self._scheduler.stop_task, self.job, index)
+            if future.set_running_or_notify_cancel():
+                self._running[index] = future
+                self._started += 1
+                return args, kwargs
+        raise StopIteration
+
+    # -- Sink, in the scheduler thread -----------------------------------------
+
+    def start(self) -> bool:
+        return True
+
+    def deliver(self, delivery: Delivery) -> None:
+        if isinstance(delivery, Results):
+            self._resolve(delivery)
+        elif isinstance(delivery, TaskFailed):
+            future = self._running.pop(delivery.task_index, None)
+            if future is not None:
+                _settle(future.set_exception, delivery.error)
+        elif isinstance(delivery, Aborted):
+            self._sealed = True
+            for future in [*self._running.values(), *(call[2] for call in self._calls)]:
+                _settle(future.set_exception, delivery.error)
+            self._running.clear()
+            self._calls.clear()
+
+    def _resolve(self, results: Results) -> None:
+        errors = results.errors or {}
+        try:
+            values: list[Any] = results.payload.load()
+        except BaseException as exc:
+            # Whatever unpickling raises (SystemExit included) fails these
+            # futures only: this is the scheduler thread.
+            name = self.job.name if self.job is not None else "submit"
+            failure = SerializationError(
+                f"the results of {len(results.indices)} calls of {name} could not be "
+                f"unpickled in the parent: {qualified_type_name(exc)}: {exc}. "
+                "Return types that the parent can import and rebuild.",
+                type_name=qualified_type_name(exc),
+            )
+            failure.__cause__ = exc
+            values, errors = [], dict.fromkeys(range(len(results.indices)), failure)
+        for position, index in enumerate(results.indices):
+            future = self._running.pop(index, None)
+            if future is None:
+                continue
+            if position in errors:
+                _settle(future.set_exception, errors[position])
+            else:
+                _settle(future.set_result, values[position])
+
+
+def _settle(resolve: Callable[[Any], None], value: Any) -> None:
+    """Resolve a future that its caller may have cancelled (``stop()``) meanwhile."""
+    with contextlib.suppress(InvalidStateError):
+        resolve(value)

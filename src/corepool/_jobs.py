@@ -1,0 +1,249 @@
+"""A job as the scheduler sees it: its state, its read-ahead window, and what it delivers.
+
+Runs in the parent. The scheduler thread owns every ``Job``; the caller's
+thread reaches one only through two small handshake objects: a ``Window``
+(how far a lazy call may read ahead of its consumer) and a ``Feed`` (the
+open-ended input of ``submit`` calls). Imports ``_backends.base``,
+``_chunking``, ``_protocol`` and ``_transport``.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, Protocol, Union
+
+from corepool._backends.base import Chunk
+from corepool._chunking import Chunker
+from corepool._protocol import CallMode
+from corepool._transport.buffers import Payload
+
+__all__ = [
+    "Aborted",
+    "Delivery",
+    "Feed",
+    "Finished",
+    "InputFailed",
+    "Job",
+    "JobState",
+    "Results",
+    "Sink",
+    "TaskFailed",
+    "Window",
+]
+
+
+# -- what a job delivers to its sink, in the scheduler thread --------------------
+
+
+class Results(NamedTuple):
+    """The results of the tasks at ``indices``; ``errors`` maps a position to its error."""
+
+    indices: Sequence[int]
+    payload: Payload
+    errors: dict[int, BaseException] | None
+
+
+class TaskFailed(NamedTuple):
+    """Task ``task_index`` failed (its worker died, it timed out, it would not pickle)."""
+
+    task_index: int
+    error: BaseException
+
+
+class InputFailed(NamedTuple):
+    """The input iterable raised after ``task_index`` tasks: raised there in the order."""
+
+    task_index: int
+    error: BaseException
+
+
+class Aborted(NamedTuple):
+    """The job cannot go on (the pool stopped, its function will not pickle): raise at once."""
+
+    error: BaseException
+
+
+class Finished(NamedTuple):
+    """Every task was delivered; the job had ``total`` of them."""
+
+    total: int
+
+
+Delivery = Union[Results, TaskFailed, InputFailed, Aborted, Finished]  # noqa: UP007 (3.10 isinstance)
+
+
+class Sink(Protocol):
+    """Where a job's deliveries go: a result stream, or the futures of submitted calls."""
+
+    def start(self) -> bool:
+        """Called before the job's first chunk is made; ``False`` skips the job."""
+        ...
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Take one delivery; called in the scheduler thread, so it must be quick."""
+
+
+# -- the handshakes with the caller's thread -------------------------------------
+
+
+class Window:
+    """How far a lazy call (``imap``) may read its input ahead of the consumer.
+
+    Bounded in bytes (the input pickled, plus the results waiting to be
+    consumed, estimated from the mean per task so far) and capped in tasks.
+    Only while the consumer is far behind does the scheduler wait: a slow
+    head task in an ordered ``imap`` does not stop free workers from taking
+    the tasks behind it until the budget is spent.
+
+    The scheduler thread calls ``admits``, ``room`` and ``measure``; the
+    consumer's thread calls ``consumed``. When ``admits`` says no it raises
+    ``waiting`` first, so that the consumer, seeing it, resumes the job.
+    """
+
+    def __init__(self, *, max_bytes: int, max_tasks: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_tasks = max_tasks
+        self.waiting = False
+        self._pulled = 0
+        self._consumed = 0  # written by the consumer's thread only
+        self._bytes = 0
+        self._measured = 0
+
+    def measure(self, tasks: int, nbytes: int) -> None:
+        """Count ``nbytes`` more of input (for ``tasks`` new tasks) or of results (``tasks=0``)."""
+        self._measured += tasks
+        self._bytes += nbytes
+
+    def pulled(self, tasks: int) -> None:
+        self._pulled += tasks
+
+    @property
+    def bytes_per_task(self) -> float:
+        return self._bytes / self._measured if self._measured else 0.0
+
+    def room(self) -> int:
+        """How many tasks may be read now (at least 1 while ``admits``)."""
+        ahead = self._pulled - self._consumed
+        tasks = self.max_tasks - ahead
+        per_task = self.bytes_per_task
+        if per_task > 0:
+            tasks = min(tasks, int((self.max_bytes - ahead * per_task) / per_task))
+        return max(1, tasks)
+
+    def admits(self) -> bool:
+        """Whether the job may read more now; if not, ``waiting`` is up."""
+        if self._has_room():
+            return True
+        self.waiting = True
+        # Check again: the consumer may have moved on before it could see the flag.
+        if self._has_room():
+            self.waiting = False
+            return True
+        return False
+
+    def _has_room(self) -> bool:
+        ahead = self._pulled - self._consumed
+        return ahead < self.max_tasks and ahead * self.bytes_per_task < self.max_bytes
+
+    def consumed(self, tasks: int) -> bool:
+        """The consumer took ``tasks``; ``True`` if the scheduler waits for it (resume the job)."""
+        self._consumed += tasks
+        if self.waiting:
+            self.waiting = False
+            return True
+        return False
+
+
+class Feed(Protocol):
+    """The input of a job that callers keep adding to (``submit``): open until sealed."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether more input may still come."""
+        ...
+
+    def park(self) -> bool:
+        """No input now: resume the job when some comes. ``False``: some came meanwhile."""
+        ...
+
+
+# -- the job -------------------------------------------------------------------
+
+
+class JobState(enum.Enum):
+    """Where a job is in its life; only the scheduler thread changes it."""
+
+    NEW = "new"  # accepted; its sink has not started
+    PULLING = "pulling"  # it may take tasks from its input
+    WAITING = "waiting"  # nothing to take now: the consumer is behind, or a feed is empty
+    DRAINED = "drained"  # its input is exhausted; chunks may still be out
+    CANCELLED = "cancelled"  # dropped; chunks still out are ignored when they return
+
+
+_job_ids = itertools.count()
+
+
+class Job:
+    """One call (map, imap, the submits of one function, ...) as the scheduler sees it."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        fn: Callable[..., Any],
+        mode: CallMode,
+        source: Iterator[Any],
+        chunker: Chunker,
+        sink: Sink,
+        window: Window | None = None,
+        feed: Feed | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (),
+        exits_are_errors: bool = False,
+    ) -> None:
+        self.id = next(_job_ids)
+        self.name = name
+        self.fn = fn
+        self.mode = mode
+        self.source = source
+        self.chunker = chunker
+        self.sink = sink
+        self.window = window  # None: read the input as fast as workers take it
+        self.feed = feed  # None: the input ends when ``source`` does
+        self.task_timeout = task_timeout
+        self.retries = retries
+        self.retry_on = retry_on
+        # SystemExit / KeyboardInterrupt raised by a task: its error (True, the
+        # concurrent.futures contract) or the end of its worker (WorkerDied).
+        self.exits_are_errors = exits_are_errors
+        self.state = JobState.NEW
+        self.pulled = 0  # tasks taken from source so far
+        self.in_flight = 0  # chunks out with workers
+        self.requeued: collections.deque[Chunk] = collections.deque()  # to run again, first
+        self.attempts: dict[int, int] = {}  # task index -> attempts so far, once retried
+        self.stopped: set[int] = set()  # tasks cancelled while running: no error for them
+        self.queued = False  # in the scheduler's ready queue
+        # Each task is a call of its own, as a submit is: errors name it task 0.
+        self.tasks_are_calls = feed is not None
+
+    def shown_index(self, index: int) -> int:
+        """The index of task ``index`` as errors name it (0 for a submitted call)."""
+        return 0 if self.tasks_are_calls else index
+
+    @property
+    def is_over(self) -> bool:
+        """Nothing is left to send or to wait for."""
+        if self.state is JobState.CANCELLED:
+            return self.in_flight == 0
+        return self.state is JobState.DRAINED and self.in_flight == 0 and not self.requeued
+
+    @property
+    def has_work(self) -> bool:
+        """The job could make a chunk now (it belongs in the ready queue)."""
+        if self.state is JobState.CANCELLED:
+            return False
+        return bool(self.requeued) or self.state in (JobState.NEW, JobState.PULLING)
