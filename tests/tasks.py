@@ -133,3 +133,23 @@ def blas_threads(_: Any = None) -> dict[str, Any]:
 
     pools = [info["num_threads"] for info in threadpoolctl.threadpool_info()]
     return {"pools": pools, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
+def head_waits_for_the_rest(counter: Any, others: int, x: int) -> str:
+    """Task 0 waits (30 s at most) until ``others`` tasks after it have run; they count."""
+    if x != 0:
+        counter.add(1)
+        return "ran"
+    deadline = time.monotonic() + 30
+    while counter.value < others:
+        if time.monotonic() > deadline:
+            return "stalled: the tasks behind the head did not run"
+        time.sleep(0.005)
+    return "not stalled"
+
+
+def count_then_sleep(counter: Any, seconds: float, x: int) -> int:
+    """Count this task in ``counter``, then sleep: a task of known length that leaves a trace."""
+    counter.add(1)
+    time.sleep(seconds)
+    return x

@@ -7,7 +7,13 @@ one worker is left with a long tail while the others idle. The chunker
 starts with one task per chunk, learns the time per task from the timings
 that come back, aims each chunk at ``target_s``, and near the end of a sized
 input splits what is left so that every worker finishes at about the same
-time. An explicit chunk size always wins.
+time.
+
+An explicit chunk size is the unit of work sent, as the caller asked; but
+when its tasks turn out to take microseconds, so that a chunk of that size
+would cost more in messages than in work (under ``MIN_CHUNK_SECONDS``),
+several such chunks travel in one message, as many as the automatic size
+would hold, rounded to whole chunks of the caller's size.
 """
 
 from __future__ import annotations
@@ -66,9 +72,16 @@ class Chunker:
 
     def next_size(self, pulled: int) -> int:
         """How many tasks the next chunk should take, ``pulled`` having been taken already."""
-        if self.chunksize is not None:
-            return self.chunksize
+        explicit = self.chunksize
         per_task = self.seconds_per_task
+        if explicit is not None:
+            if per_task is None or explicit * per_task >= MIN_CHUNK_SECONDS:
+                return explicit
+            # Tiny tasks: whole chunks of the caller's size, several per message.
+            return max(explicit, self._automatic_size(pulled, per_task) // explicit * explicit)
+        return self._automatic_size(pulled, per_task)
+
+    def _automatic_size(self, pulled: int, per_task: float | None) -> int:
         if per_task is None:
             size = 1
         elif per_task <= 0.0:

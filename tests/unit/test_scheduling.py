@@ -1,0 +1,72 @@
+"""The scheduler's pure parts: crash recovery plans, the read-ahead window, chunk sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from corepool._chunking import MIN_CHUNK_SECONDS, Chunker
+from corepool._jobs import Window
+from corepool._recovery import MAX_SILENT_LOSSES, Recovery, plan_recovery
+
+
+@pytest.mark.parametrize(
+    ("tasks", "stride", "position", "losses", "plan"),
+    [
+        # The running task is blamed; its neighbours run again, as one chunk.
+        (5, 1, 2, 1, Recovery(rerun=[[0, 1, 3, 4]], blamed=[2])),
+        (1, 1, 0, 1, Recovery(rerun=[], blamed=[0])),
+        # Died between tasks: the whole chunk again, until it looks deliberate.
+        (3, 1, None, 1, Recovery(rerun=[[0, 1, 2]], blamed=[])),
+        (3, 1, None, MAX_SILENT_LOSSES, Recovery(rerun=[], blamed=[0, 1, 2])),
+        # In a stride: each suspect alone first, then the rest.
+        (6, 3, 3, 1, Recovery(rerun=[[3], [4], [5], [0, 1, 2]], blamed=[])),
+        (5, 4, 4, 1, Recovery(rerun=[[4], [0, 1, 2, 3]], blamed=[])),
+    ],
+)
+def test_recovery_plans(
+    tasks: int, stride: int, position: int | None, losses: int, plan: Recovery
+) -> None:
+    assert plan_recovery(tasks=tasks, stride=stride, position=position, silent_losses=losses) == (
+        plan
+    )
+
+
+def test_a_window_stops_at_its_task_cap_and_resumes_when_the_consumer_catches_up() -> None:
+    window = Window(max_bytes=1 << 30, max_tasks=10)
+    window.pulled(10)
+    assert not window.admits()
+    assert window.waiting
+    assert window.consumed(3) is True  # the scheduler waits: resume it
+    assert not window.waiting
+    assert window.admits()
+    assert window.room() == 3
+    assert window.consumed(1) is False  # nobody waits
+
+
+def test_a_window_counts_bytes_per_task() -> None:
+    window = Window(max_bytes=10_000_000, max_tasks=100_000)
+    window.pulled(4)
+    window.measure(4, 4_000_000)  # 1 MB of input per task
+    window.measure(0, 40)  # and tiny results
+    assert window.admits()
+    assert window.room() == 5  # 10 MB budget, 4 MB out
+    window.pulled(6)
+    assert not window.admits()
+    window.consumed(6)
+    assert window.admits()
+
+
+def test_explicit_tiny_chunks_travel_several_to_a_message() -> None:
+    chunker = Chunker(workers=2, total=None, chunksize=3)
+    assert chunker.next_size(0) == 3  # not timed yet: the caller's size
+    for _ in range(4):
+        chunker.observe(3, 3e-6)  # a microsecond per task
+    size = chunker.next_size(0)
+    assert size > 3
+    assert size % 3 == 0  # whole chunks of the caller's size
+
+
+def test_explicit_chunks_of_real_work_stay_as_asked() -> None:
+    chunker = Chunker(workers=2, total=None, chunksize=2)
+    chunker.observe(2, MIN_CHUNK_SECONDS * 2)
+    assert chunker.next_size(0) == 2
