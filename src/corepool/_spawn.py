@@ -15,7 +15,6 @@ can wait on it beside the connections.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib
 import logging
@@ -33,6 +32,7 @@ from typing import NamedTuple
 
 from corepool import _forkserver, _worker
 from corepool._protocol import THREAD_VARIABLES
+from corepool._transport import exit_hooks
 from corepool._transport.channel import Channel, recv_exactly
 from corepool._transport.pickling import dumps
 from corepool._transport.status import forget_shared_board, shared_board
@@ -74,6 +74,28 @@ def _open_pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except OSError:  # already gone, or a kernel older than 5.3
         return None
+
+
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` for our child ``pid`` to end, and reap it; ``False`` if it did not.
+
+    Waits on a pidfd (Linux); elsewhere checks every few milliseconds.
+    """
+    pidfd = _open_pidfd(pid)
+    deadline = time.monotonic() + timeout
+    try:
+        while not _reaped(pid):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if pidfd is not None:
+                select.select([pidfd], [], [], remaining)
+            else:
+                time.sleep(min(0.005, remaining))
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    return True
 
 
 class WorkerProcess:
@@ -262,6 +284,15 @@ def _forget_parent_state() -> None:
     forget_shared_board()
 
 
+def _reaped(pid: int) -> bool:
+    """Whether our child ``pid`` has ended (reaping it now if it has just done so)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True  # reaped already
+    return done != 0
+
+
 def _poll_child(pid: int) -> int | None:
     """The exit code of our child ``pid`` if it has ended (and reap it), else ``None``."""
     try:
@@ -349,10 +380,7 @@ class ForkServer:
         """Hang up; the server exits on its own. Running workers are unaffected."""
         _parent_only_fds.discard(self._ctrl.fileno())
         self._ctrl.close()
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while self.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        if self.is_alive():
+        if self._exitcode is None and not _wait_for_exit(self.pid, _START_TIMEOUT_S):
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
 
@@ -427,7 +455,6 @@ def parked_pids() -> list[int]:
         return [p.pid for waiting in _parked.values() for p in waiting]
 
 
-@atexit.register
 def _release_parked() -> None:
     with _parked_lock:
         for waiting in _parked.values():
@@ -436,9 +463,12 @@ def _release_parked() -> None:
         _parked.clear()
 
 
-@atexit.register
 def _stop_forkservers() -> None:
     with _forkservers_lock:
         for server in _forkservers.values():
             server.close()
         _forkservers.clear()
+
+
+exit_hooks.register(_release_parked, exit_hooks.Stage.PARKED)
+exit_hooks.register(_stop_forkservers, exit_hooks.Stage.FORK_SERVERS)

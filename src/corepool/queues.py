@@ -17,7 +17,6 @@ and ``recv`` objects (large buffers through shared memory), like
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import os
@@ -214,8 +213,7 @@ def flush_backlogs() -> None:
         backlog.join()
 
 
-atexit.register(flush_backlogs)
-exit_hooks.register(flush_backlogs)
+exit_hooks.register(flush_backlogs, exit_hooks.Stage.FLUSH)
 
 
 def _count_in(items_sem: int, items: int) -> None:
@@ -547,11 +545,9 @@ def _hand_back() -> None:
         if left:
             with contextlib.suppress(QueueClosed, OSError):
                 held.put_many(left)
-    flush_backlogs()
 
 
-atexit.register(_hand_back)
-exit_hooks.register(_hand_back)
+exit_hooks.register(_hand_back, exit_hooks.Stage.HAND_BACK)
 
 
 def _rebuild_queue(

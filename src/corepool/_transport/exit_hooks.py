@@ -1,26 +1,46 @@
-"""Work to finish before a worker process ends by ``os._exit`` (which skips ``atexit``).
+"""What every corepool process finishes before it ends, in one written order.
 
-Runs in workers. A module that keeps work in background threads (a
-``Queue``'s backlog) registers here as well as with ``atexit``; a worker
-runs the hooks when its loop ends normally, never after a crash.
+Runs in the parent and in workers. Modules register a hook for a stage; the
+stages run in the order of ``Stage`` below: in the parent from one ``atexit``
+hook, in a worker when its loop ends normally (a worker ends by ``os._exit``,
+which skips ``atexit``; after a crash nothing runs).
 """
 
 from __future__ import annotations
 
+import atexit
+import enum
 from collections.abc import Callable
 
-__all__ = ["register", "run"]
-
-_hooks: list[Callable[[], None]] = []
+__all__ = ["Stage", "register", "run"]
 
 
-def register(hook: Callable[[], None]) -> None:
-    """Run ``hook`` when this worker ends normally (once, however often registered)."""
-    if hook not in _hooks:
-        _hooks.append(hook)
+class Stage(enum.IntEnum):
+    """The order in which exit work is done, and why."""
+
+    HAND_BACK = 0  # queue items this process took in a batch but never used go back first,
+    FLUSH = 1  # then every queue backlog is sent (the items handed back included);
+    PARKED = 2  # then parked workers are let go (they may still receive items above),
+    FORK_SERVERS = 3  # and last the fork servers hang up (workers started from them run on).
+
+
+_hooks: dict[Stage, list[Callable[[], None]]] = {stage: [] for stage in Stage}
+_registered = False
+
+
+def register(hook: Callable[[], None], stage: Stage) -> None:
+    """Run ``hook`` at ``stage`` when this process ends (once, however often registered)."""
+    global _registered
+    if hook not in _hooks[stage]:
+        _hooks[stage].append(hook)
+    if not _registered:
+        _registered = True
+        atexit.register(run)
 
 
 def run() -> None:
-    """Run every hook, in the order registered."""
-    for hook in _hooks:
-        hook()
+    """Run every hook, stage by stage; each hook once."""
+    for stage in Stage:
+        hooks, _hooks[stage] = _hooks[stage], []
+        for hook in hooks:
+            hook()
