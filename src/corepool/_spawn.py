@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import multiprocessing
 import os
 import select
 import signal
@@ -25,13 +26,13 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
 from corepool import _forkserver, _worker
-from corepool._protocol import THREAD_VARIABLES
+from corepool._protocol import THREAD_VARIABLES, Packed, WorkerConfig
 from corepool._transport import exit_hooks
 from corepool._transport.channel import Channel, recv_exactly
 from corepool._transport.pickling import dumps
@@ -237,6 +238,35 @@ def start_worker(
         parent_sock.close()
         child_sock.close()
         raise
+
+
+def configure_worker(
+    process: WorkerProcess,
+    worker_id: int,
+    *,
+    buffer_threshold: int | None,
+    max_memory_bytes: int | None = None,
+    initializer: Packed | None = None,
+    initializer_fds: Sequence[int] = (),
+    shared: Packed | None = None,
+    shared_fds: Sequence[int] = (),
+    inner_threads: int | None = None,
+) -> None:
+    """Send a started (or adopted) worker its ``WorkerConfig``: the one way pools and
+    ``corepool.Process`` tell a worker who it is. The descriptors are duplicated."""
+    config = WorkerConfig(
+        worker_id=worker_id,
+        slot=process.slot,
+        parent_pid=os.getpid(),
+        max_memory_bytes=max_memory_bytes,
+        sys_path=list(sys.path),
+        initializer=initializer,
+        buffer_threshold=buffer_threshold,
+        shared=shared,
+        inner_threads=inner_threads,
+        authkey=bytes(multiprocessing.current_process().authkey),
+    )
+    process.conn.send(dumps(config), [os.dup(fd) for fd in (*shared_fds, *initializer_fds)])
 
 
 def _fork(

@@ -9,19 +9,16 @@ and the rest passed as handles), and ended with its parent, never orphaned.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from corepool._backends.base import Chunk
 from corepool._failures import task_error
-from corepool._protocol import CallMode, ChunkDone, RunChunk, Stop, WorkerConfig
-from corepool._spawn import WorkerProcess, start_worker
+from corepool._protocol import CallMode, ChunkDone, RunChunk, Stop
+from corepool._spawn import WorkerProcess, configure_worker, start_worker
 from corepool._transport.buffers import DEFAULT_THRESHOLD, open_segments, pack
 from corepool._transport.channel import close_fds
 from corepool._transport.pickling import dumps, loads
@@ -104,18 +101,7 @@ class Process:
         worker = start_worker(self._method, 0, board.fd)
         worker.slot = board.allocate()
         self._worker = worker
-        config = WorkerConfig(
-            worker_id=0,
-            slot=worker.slot,
-            parent_pid=os.getpid(),
-            max_memory_bytes=None,
-            sys_path=list(sys.path),
-            initializer=None,
-            buffer_threshold=DEFAULT_THRESHOLD,
-            shared=None,
-            inner_threads=None,
-            authkey=bytes(multiprocessing.current_process().authkey),
-        )
+        configure_worker(worker, 0, buffer_threshold=DEFAULT_THRESHOLD)
         run = RunChunk(
             chunk_id=0,
             tasks=1,
@@ -128,7 +114,6 @@ class Process:
             forget=(),
             exits_are_errors=False,
         )
-        worker.conn.send(dumps(config))
         worker.conn.send(dumps(run), fds + function_fds)
         worker.conn.send(dumps(Stop()))
         self._flush()

@@ -11,11 +11,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import multiprocessing
 import os
 import selectors
 import signal
-import sys
 import time
 from typing import Any, NamedTuple
 
@@ -28,9 +26,16 @@ from corepool._protocol import (
     Ready,
     RunChunk,
     Stop,
-    WorkerConfig,
 )
-from corepool._spawn import PARK_SECONDS, WorkerProcess, WorkerSetup, adopt, park, start_worker
+from corepool._spawn import (
+    PARK_SECONDS,
+    WorkerProcess,
+    WorkerSetup,
+    adopt,
+    configure_worker,
+    park,
+    start_worker,
+)
 from corepool._transport.buffers import SegmentCache, open_segments, pack
 from corepool._transport.channel import close_fds
 from corepool._transport.pickling import dumps, loads
@@ -132,20 +137,17 @@ class LocalBackend:
             process = start_worker(self._method, worker_id, self._board.fd, self._setup)
             process.slot = self._board.allocate()
             how = "started"
-        config = WorkerConfig(
-            worker_id=worker_id,
-            slot=process.slot,
-            parent_pid=os.getpid(),
-            max_memory_bytes=self.options.max_memory_bytes,
-            sys_path=list(sys.path),
-            initializer=self._initializer,
+        configure_worker(
+            process,
+            worker_id,
             buffer_threshold=self._threshold,
+            max_memory_bytes=self.options.max_memory_bytes,
+            initializer=self._initializer,
+            initializer_fds=self._initializer_fds,
             shared=self._shared,
+            shared_fds=self._shared_fds,
             inner_threads=self._setup.inner_threads,
-            authkey=bytes(multiprocessing.current_process().authkey),
         )
-        fds = [os.dup(fd) for fd in (*self._shared_fds, *self._initializer_fds)]
-        process.conn.send(dumps(config), fds)
         self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
         self._selector.register(process.conn, selectors.EVENT_READ, worker_id)
         if process.sentinel is not None:
