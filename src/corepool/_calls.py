@@ -138,10 +138,11 @@ class CallQueue:
     def __next__(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The next call not cancelled, as ``(args, kwargs)``; its future is now running."""
         assert self.job is not None
+        stop_task = self._scheduler.stop_task
         while self._calls:
             args, kwargs, future = self._calls.popleft()
             index = self._started
-            future._stop_running = partial(self._scheduler.stop_task, self.job, index)
+            future._stop_running = partial(stop_task, self.job, index)
             if future.set_running_or_notify_cancel():
                 self._running[index] = future
                 self._started += 1
@@ -183,14 +184,19 @@ class CallQueue:
             )
             failure.__cause__ = exc
             values, errors = [], dict.fromkeys(range(len(results.indices)), failure)
+        running = self._running
         for position, index in enumerate(results.indices):
-            future = self._running.pop(index, None)
+            future = running.pop(index, None)
             if future is None:
                 continue
-            if position in errors:
-                _settle(future.set_exception, errors[position])
-            else:
-                _settle(future.set_result, values[position])
+            # Inline, not _settle: this loop runs once per submitted call.
+            try:
+                if position in errors:
+                    future.set_exception(errors[position])
+                else:
+                    future.set_result(values[position])
+            except InvalidStateError:  # stopped by its caller meanwhile
+                pass
 
 
 def _settle(resolve: Callable[[Any], None], value: Any) -> None:
