@@ -198,16 +198,25 @@ class Scheduler:
                 if self._state is _State.CLOSING and not self._jobs and self._backend.is_idle():
                     graceful = True
                     break
-                events, woken = self._backend.wait(self._wake_r, None)
-                if woken:
-                    self._wake_pending = False
-                    os.read(self._wake_r, 4096)
-                for event in events:
-                    self._handle(event)
+                self._wait_and_handle()
         except BaseException as exc:
             self._break(exc)
         finally:
             self._stop(graceful)
+
+    def _wait_and_handle(self) -> None:
+        """Block until something happens, and handle it.
+
+        A method of its own so that the events (and the inputs and results
+        they hold) are let go of when it returns, not kept by the loop until
+        the next wake-up.
+        """
+        events, woken = self._backend.wait(self._wake_r, None)
+        if woken:
+            self._wake_pending = False
+            os.read(self._wake_r, 4096)
+        for event in events:
+            self._handle(event)
 
     def _break(self, exc: BaseException) -> None:
         """Record why the pool cannot go on; every job then fails with it."""

@@ -7,6 +7,7 @@ a fresh interpreter). It imports only ``_protocol``, ``_transport`` and
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import multiprocessing
@@ -80,8 +81,10 @@ def serve_and_exit(conn_fd: int, board_fd: int) -> NoReturn:
     except BaseException:
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):  # a task may have replaced or closed them
+            with contextlib.suppress(Exception):
+                if stream is not None:
+                    stream.flush()
         os._exit(code)
 
 

@@ -331,6 +331,10 @@ class LocalBackend:
                 events.append(event)
                 if isinstance(event, InitializerFailed):
                     return events
+        if self._slots.get(worker_id) is not slot:
+            # Retired while we read (max_tasks_per_worker): its successor holds
+            # the slot now, and the old process's end is no loss.
+            return events
         if messages is None:
             events.append(self._worker_lost(worker_id))
             return events
