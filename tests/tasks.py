@@ -153,3 +153,10 @@ def count_then_sleep(counter: Any, seconds: float, x: int) -> int:
     counter.add(1)
     time.sleep(seconds)
     return x
+
+
+class Box:
+    """A picklable object that can be weakly referenced."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value

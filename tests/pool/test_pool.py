@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import subprocess
 import sys
 import textwrap
 import time
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 
@@ -334,3 +336,23 @@ def test_a_stopped_pool_never_writes_to_descriptors_it_closed() -> None:
         for r, w in pipes:
             os.close(r)
             os.close(w)
+
+
+def test_a_calls_inputs_are_let_go_once_it_returns() -> None:
+    box = tasks.Box(1)
+    alive = weakref.ref(box)
+    with corepool.Pool(1) as pool:
+        assert [b.value for b in pool.map(tasks.identity, [box])] == [1]
+        del box
+        gc.collect()
+        assert alive() is None, "the pool still holds the input of a finished call"
+
+
+def test_retiring_workers_while_closing_is_no_failure(start_method: str) -> None:
+    """max_tasks_per_worker=1: every task retires its worker, close() comes meanwhile."""
+    for _ in range(3):
+        pool = corepool.Pool(3, max_tasks_per_worker=1, start_method=start_method)
+        futures = [pool.submit(tasks.sleep_then, 0.05, n) for n in range(6)]
+        pool.close()
+        pool.join(30)
+        assert [future.result(timeout=0) for future in futures] == list(range(6))
