@@ -1,0 +1,270 @@
+"""CPython's own ``test.test_concurrent_futures``, run against ``corepool.futures``.
+
+The test classes come from the interpreter's ``test`` package; nothing of
+them is copied here. For each CPython process-pool class (``ProcessPoolFork
+ExecutorDeadlockTest``, ...: executor, wait, as_completed, shutdown,
+deadlock, init and process-pool tests, under fork, forkserver and spawn) two
+subclasses are built:
+
+* ``Corepool...``: ``executor_type`` is ``corepool.futures.ProcessPoolExecutor``,
+  and while a test runs, each test module's ``futures`` global is
+  ``corepool.futures`` and the scripts that ``test_shutdown`` runs in a child
+  interpreter import the executor from ``corepool.futures``. The tests in
+  ``SKIPS`` are skipped, each for the reason given there.
+* ``Control...``: the class unchanged, on the standard library's executor, to
+  show that the harness itself is sound.
+
+Select one side with ``-k Corepool`` or ``-k Control``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import time
+import types
+import unittest
+import unittest.mock
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+import corepool.futures
+from corepool import _spawn
+
+# -- the CPython test modules ----------------------------------------------------------
+
+# The package of Python 3.12+ (one module per topic), else the one module of 3.10/3.11.
+_SUBMODULES = (
+    "util",
+    "executor",
+    "test_process_pool",
+    "test_wait",
+    "test_as_completed",
+    "test_shutdown",
+    "test_deadlock",
+    "test_init",
+)
+
+
+def _cpython_modules() -> list[types.ModuleType]:
+    try:
+        package = importlib.import_module("test.test_concurrent_futures")
+    except ImportError as exc:
+        pytest.skip(
+            f"this interpreter's `test` package has no test_concurrent_futures ({exc}); "
+            "CPython's tests run where the interpreter ships them (3.13 here)",
+            allow_module_level=True,
+        )
+    if not hasattr(package, "__path__"):
+        return [package]
+    return [importlib.import_module(f"{package.__name__}.{name}") for name in _SUBMODULES]
+
+
+MODULES = _cpython_modules()
+
+# -- what is skipped, and why ------------------------------------------------------------
+
+_INTERNALS = "inspects the stdlib executor's private internals"
+_ENGINE_SYSTEM_EXIT = (
+    "needs engine change: a SystemExit raised while a task's result is pickled in the worker "
+    "must be that task's error when the job's exits_are_errors is set (_worker._encode_done "
+    "catches Exception only, so the worker ends: WorkerDied)"
+)
+
+# Test name (or "ClassNameEnd.test_name", for one class) -> why corepool's run
+# skips it, under every start method.
+SKIPS: dict[str, str] = {
+    # executor / process pool
+    "test_killed_child": "asserts the whole pool breaks when one worker is killed; "
+    "corepool fails that task only and replaces the worker (tested in test_futures_face)",
+    "test_saturation": f"{_INTERNALS} (_processes, _max_workers)",
+    "test_idle_process_reuse_one": f"{_INTERNALS} (_processes: spawning on demand)",
+    "test_idle_process_reuse_multiple": f"{_INTERNALS} (_processes: spawning on demand)",
+    "test_max_tasks_per_child": f"{_INTERNALS} (_processes); "
+    "max_tasks_per_child is tested in test_futures_face",
+    "test_max_tasks_per_child_defaults_to_spawn_context": f"{_INTERNALS} (_mp_context)",
+    "test_max_tasks_early_shutdown": "needs engine change: LocalBackend._read_worker declares "
+    "the successor of a worker retired by max_tasks_per_worker lost when the retired one "
+    "exits first (flaky 'workers in a row died before they were ready')",
+    "test_python_finalization_error": "mocks stdlib internals (threading._start_joinable_thread "
+    "for the executor's feeder thread, which corepool has not)",
+    "test_no_stale_references": "needs engine change: the local backend's function cache "
+    "(_Function) and the scheduler loop's last event keep a task's function alive after its job",
+    "test_traceback": "asserts the cause is the stdlib's private _RemoteTraceback (.tb); "
+    "corepool chains its public RemoteTraceback (.traceback_text): tested in test_futures_face",
+    # shutdown
+    "test_cancel_futures": "asserts some futures already run when shutdown(cancel_futures=True) "
+    "follows the executor's creation at once: the stdlib marks futures running as soon as "
+    "it queues them, corepool only once a started worker takes one, so it cancels them all "
+    "(the standard allows it); tested with running tasks in test_futures_face",
+    "test_processes_terminate": f"{_INTERNALS} (_processes)",
+    "test_context_manager_shutdown": f"{_INTERNALS} (_processes)",
+    "test_del_shutdown": f"{_INTERNALS} (_processes, _call_queue, _executor_manager_thread)",
+    "test_shutdown_no_wait": f"{_INTERNALS} (_processes, _call_queue, _executor_manager_thread)",
+    # deadlock
+    "test_shutdown_deadlock_pickle": f"{_INTERNALS} (_executor_manager_thread)",
+    "test_gh105829_should_not_deadlock_if_wakeup_pipe_full": "mocks stdlib internals "
+    "(_ExecutorManagerThread, _ThreadWakeup)",
+    "test_error_at_task_unpickle": "asserts an argument that fails to unpickle in the worker "
+    "breaks the whole pool; corepool fails that task only, with SerializationError",
+    "test_error_during_result_unpickle_in_result_handler": "asserts a result that fails to "
+    "unpickle breaks the whole pool; corepool fails that future only, with SerializationError",
+    "test_exit_during_result_unpickle_in_result_handler": "asserts a result whose unpickling "
+    "raises SystemExit breaks the whole pool; corepool fails that future only",
+    # init
+    "FailingInitializerTest.test_initializer": "needs engine change: a stdlib "
+    "multiprocessing.Queue in initargs must pickle as it does when a process is spawned "
+    "(corepool's own Queue does); initializer failure is tested in test_futures_face",
+    "FailingInitializerResourcesTest.test_spawn": "runs FailingInitializerTest.test_initializer "
+    "(skipped above), then checks the stdlib resource tracker that test starts",
+    "FailingInitializerResourcesTest.test_forkserver": "runs FailingInitializerTest."
+    "test_initializer (skipped above), then checks the stdlib resource tracker that test starts",
+    "test_exit_during_result_pickle_on_worker": _ENGINE_SYSTEM_EXIT,
+}
+
+# -- running the CPython classes on corepool ---------------------------------------------
+
+
+def _on_corepool(source: str) -> str:
+    """A child interpreter's script, importing the executor from corepool instead."""
+    return source.replace("from concurrent.futures import", "from corepool.futures import")
+
+
+def _patches(test: unittest.TestCase) -> Iterator[contextlib.AbstractContextManager[Any]]:
+    """What to patch while one of corepool's tests runs."""
+    for module in MODULES:
+        if hasattr(module, "futures"):
+            yield unittest.mock.patch.object(module, "futures", corepool.futures)
+        script_runner = getattr(module, "assert_python_ok", None)
+        if script_runner is not None:
+
+            def run(*args: str, _run: Callable[..., Any] = script_runner, **env: str) -> Any:
+                return _run(*(_on_corepool(arg) for arg in args), **env)
+
+            yield unittest.mock.patch.object(module, "assert_python_ok", run)
+        # test_init's resource test runs two of its classes by their global names.
+        for name in (
+            "ProcessPoolSpawnFailingInitializerTest",
+            "ProcessPoolForkserverFailingInitializerTest",
+        ):
+            if name in vars(module):
+                yield unittest.mock.patch.object(module, name, globals()[f"Corepool{name}"])
+
+
+def _corepool_setup(test: unittest.TestCase) -> None:
+    with contextlib.ExitStack() as stack:
+        for patch in _patches(test):
+            stack.enter_context(patch)
+        test.addCleanup(stack.pop_all().close)
+    super(type(test), test).setUp()  # type: ignore[misc]
+
+
+def _skipped(reason: str) -> Callable[[unittest.TestCase], None]:
+    @unittest.skip(reason)
+    def test(self: unittest.TestCase) -> None:
+        """Skipped: see SKIPS."""
+
+    return test
+
+
+def _cpython_classes() -> Iterator[type[unittest.TestCase]]:
+    """CPython's process-pool test classes (and test_init's resource test)."""
+    seen: set[type] = set()
+    for module in MODULES:
+        for name, value in vars(module).items():
+            if not (isinstance(value, type) and issubclass(value, unittest.TestCase)):
+                continue
+            process_pool = name.startswith("ProcessPool") and hasattr(value, "ctx")
+            if (process_pool or name == "FailingInitializerResourcesTest") and value not in seen:
+                seen.add(value)
+                yield value
+
+
+def _build() -> dict[str, type[unittest.TestCase]]:
+    built: dict[str, type[unittest.TestCase]] = {}
+    for cls in _cpython_classes():
+        members: dict[str, Any] = {"__module__": __name__, "setUp": _corepool_setup}
+        if hasattr(cls, "executor_type"):
+            members["executor_type"] = corepool.futures.ProcessPoolExecutor
+        for key, reason in SKIPS.items():
+            class_end, _, test_name = key.rpartition(".")
+            if hasattr(cls, test_name) and cls.__name__.endswith(class_end):
+                members[test_name] = _skipped(reason)
+        built[f"Corepool{cls.__name__}"] = type(f"Corepool{cls.__name__}", (cls,), members)
+        built[f"Control{cls.__name__}"] = type(
+            f"Control{cls.__name__}", (cls,), {"__module__": __name__}
+        )
+    return built
+
+
+globals().update(_build())
+
+# -- the leak guard, knowing the stdlib's long-lived helpers -------------------------------
+
+LEAK_GRACE_S = 5.0
+
+
+def _stdlib_helpers() -> set[int]:
+    """The stdlib's fork server and resource tracker: they live as long as this process."""
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = {
+        getattr(forkserver._forkserver, "_forkserver_pid", None),
+        getattr(resource_tracker._resource_tracker, "_pid", None),
+    }
+    return {pid for pid in pids if pid is not None}
+
+
+def _children() -> set[int]:
+    keep = _stdlib_helpers() | set(_spawn.forkserver_pids()) | set(_spawn.parked_pids())
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.pid not in keep and child.status() != psutil.STATUS_ZOMBIE:
+                found.add(child.pid)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """tests/conftest.py's guard, less the stdlib's helpers (and its own children)."""
+    before = _children()
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while (
+        leaked := _children() - before - _stdlib_helper_children()
+    ) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in leaked:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    assert not leaked, f"the test left child processes running: {sorted(leaked)}"
+
+
+def _stdlib_helper_children() -> set[int]:
+    """Processes the stdlib's fork server started (its workers end on their own)."""
+    found: set[int] = set()
+    for pid in _stdlib_helpers():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    return found
+
+
+def test_every_skip_names_a_cpython_test() -> None:
+    """The skip table names only tests that exist, so it cannot rot silently."""
+    names = {
+        f"{cls.__name__}.{name}"
+        for cls in _cpython_classes()
+        for name in dir(cls)
+        if name.startswith("test_")
+    }
+    unknown = [
+        key
+        for key in SKIPS
+        if not any(name.endswith(key if "." in key else f".{key}") for name in names)
+    ]
+    assert unknown == []
