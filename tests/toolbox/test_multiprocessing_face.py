@@ -308,3 +308,62 @@ def test_array_and_queue_reach_pool_tasks(start_method: str) -> None:
 def _fill(array: Any, results: Any, index: int) -> None:
     array[index] = index / 2
     results.put(index)
+
+
+def _store(mapping: Any, key: int) -> None:
+    mapping[key] = key * 2
+
+
+_shared: dict[str, Any] = {}
+
+
+def _keep(lock: Any, counter: Any) -> None:
+    _shared.update(lock=lock, counter=counter)
+
+
+def _bump(_: int) -> None:
+    with _shared["lock"]:
+        _shared["counter"].value += 1
+
+
+def test_a_manager_dict_is_filled_by_pool_tasks(start_method: str) -> None:
+    context = corepool_mp.get_context(start_method)
+    with context.Manager() as manager:
+        mapping = manager.dict()
+        with context.Pool(2) as pool:
+            pool.starmap(_store, [(mapping, key) for key in range(4)])
+        assert dict(mapping) == {0: 0, 1: 2, 2: 4, 3: 6}
+
+
+def test_a_lock_and_a_value_travel_in_initargs(start_method: str) -> None:
+    context = corepool_mp.get_context(start_method)
+    lock, counter = context.Lock(), context.Value("i", 0)
+    with context.Pool(2, _keep, (lock, counter)) as pool:
+        pool.map(_bump, range(50))
+    assert counter.value == 50
+
+
+# -- Process ------------------------------------------------------------------------
+
+
+class _Exiting(corepool_mp.Process):
+    def run(self) -> None:
+        sys.exit(int(self.name.rsplit("-", 1)[1]))
+
+
+def _raise() -> None:
+    raise RuntimeError("from the child")
+
+
+def test_process_exit_codes_are_the_stdlibs(start_method: str) -> None:
+    context = corepool_mp.get_context(start_method)
+    exiting = _Exiting(name="exit-3")
+    raising = context.Process(target=_raise)
+    quiet = context.Process(target=print, args=("",), daemon=True)
+    for process in (exiting, raising, quiet):
+        process.start()
+    for process in (exiting, raising, quiet):
+        process.join(30)
+    assert [exiting.exitcode, raising.exitcode, quiet.exitcode] == [3, 1, 0]
+    assert quiet.daemon and not quiet.is_alive()
+    assert corepool_mp.active_children() == []
