@@ -22,6 +22,7 @@ library's own object.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -151,6 +152,12 @@ def _drain(arguments: collections.deque[tuple[Any, ...]]) -> Iterator[tuple[Any,
     """Hand out the arguments first to last, letting go of each as it is taken."""
     while arguments:
         yield arguments.popleft()
+
+
+def _settle(ended: Future[None]) -> None:
+    """Mark a map's job over (it may be told twice, from two threads)."""
+    with contextlib.suppress(InvalidStateError):
+        ended.set_result(None)
 
 
 def _one_by_one(stream: ResultStream) -> Iterator[Any]:
@@ -327,9 +334,15 @@ class ProcessPoolExecutor(Executor):
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         name = _pool._describe("map", fn)
         tasks: _Tasks
+        # Done when the map's job is over: until then, it is pending work that
+        # interpreter exit waits for, as for the stdlib's map futures. A map
+        # with buffersize waits for its consumer, so exit does not wait for it.
+        ended: Future[None] | None = None
         if buffersize is None:
             # Read now, in the caller's thread, as the standard library does.
             tasks = _KnownTasks(name, collections.deque(zip(*iterables, strict=False)))
+            ended = Future()
+            ended.set_running_or_notify_cancel()
         else:
             tasks = _Tasks(name, zip(*iterables, strict=False))
         options = MapOptions(chunksize=None if chunksize == 1 else chunksize, timeout=timeout)
@@ -343,7 +356,10 @@ class ProcessPoolExecutor(Executor):
             timeout_advice="Raise the timeout, or take the results of submit() as they come "
             "with as_completed().",
             exits_are_errors=True,
+            on_end=None if ended is None else partial(_settle, ended),
         )
+        if ended is not None:
+            _pool._track(ended, self._pool._pending)
         self._maps.add(tasks)
         return _one_by_one(stream)
 
