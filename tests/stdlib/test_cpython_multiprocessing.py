@@ -253,6 +253,7 @@ for _implementation in ("corepool", "stdlib"):
         for _base_name in CLASSES:
             _cls = _make_class(_implementation, _method, _base_name)
             globals()[_cls.__name__] = _cls
+del _implementation, _method, _base_name, _cls  # else pytest runs the last class twice
 
 
 @pytest.fixture(scope="module", autouse=True)

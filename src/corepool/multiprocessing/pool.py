@@ -313,6 +313,8 @@ class Pool:
         with self._lock:
             if self._results is None:
                 self._results = _ResultThread(f"corepool-mp-results-{id(self):x}")
+                # A pool dropped without join() must not leave its thread waiting.
+                weakref.finalize(self, self._results.stop)
             return self._results
 
     def _helper(self, target: Callable[..., None], *args: Any) -> None:
