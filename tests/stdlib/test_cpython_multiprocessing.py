@@ -188,6 +188,12 @@ def _stdlib_with_corepool() -> types.ModuleType:
 
 
 def _class_setup(cls: Any) -> None:
+    # Tests that ask multiprocessing.get_start_method() get the class's method;
+    # the methods set before are restored afterwards, as CPython's tearDownModule does.
+    cls.saved_methods = (
+        multiprocessing.get_start_method(allow_none=True),
+        corepool_mp.get_start_method(allow_none=True),
+    )
     multiprocessing.set_start_method(cls.START_METHOD, force=True)
     if cls.IMPLEMENTATION == "corepool":
         corepool_mp.set_start_method(cls.START_METHOD, force=True)
@@ -217,6 +223,9 @@ def _class_teardown(cls: Any) -> None:
     finally:
         if cls.IMPLEMENTATION == "corepool":
             cpython.multiprocessing = cls.saved_module
+        stdlib_method, corepool_method = cls.saved_methods
+        multiprocessing.set_start_method(stdlib_method, force=True)
+        corepool_mp.set_start_method(corepool_method, force=True)
 
 
 def _skipped(reason: str) -> Any:
