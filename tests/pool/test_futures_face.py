@@ -313,6 +313,13 @@ def test_mp_context_is_read_by_its_start_method() -> None:
         assert "start_method='spawn'" in repr(executor)
         assert executor.submit(tasks.square, 3).result(timeout=60) == 9
 
+    import corepool.multiprocessing
+
+    context = corepool.multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(1, mp_context=context) as executor:
+        assert "start_method='forkserver'" in repr(executor)
+        assert executor.submit(tasks.square, 4).result(timeout=60) == 16
+
     class Odd:
         def get_start_method(self) -> str:
             return "threads"
