@@ -7,11 +7,14 @@ Imports ``_scheduler`` (for ``Delivery`` and ``Job``) and ``progress``.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import itertools
 import queue
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, cast
 
 from corepool._scheduler import Delivery, Job, Scheduler
@@ -19,12 +22,33 @@ from corepool._transport.pickling import qualified_type_name
 from corepool.errors import SerializationError
 from corepool.progress import ProgressBar
 
-__all__ = ["FutureSink", "ResultIterator", "ResultStream", "TaskFuture"]
+__all__ = [
+    "TIMEOUT_ADVICE",
+    "CallTimeout",
+    "FutureSink",
+    "ResultIterator",
+    "ResultStream",
+    "TaskFuture",
+]
 
 Run = tuple[int, list[Any], BaseException | None]
 
 # After Ctrl-C, how long to wait for the workers to be stopped (SIGKILL: quick).
 _INTERRUPT_JOIN_S = 5.0
+
+# What a call's ``timeout`` raises. On Python 3.10, concurrent.futures.TimeoutError
+# is not yet the built-in TimeoutError (3.11 made them one): there it is both,
+# so that an ``except`` written for either catches it.
+if sys.version_info >= (3, 11):
+    CallTimeout = TimeoutError
+else:
+
+    class CallTimeout(TimeoutError, concurrent.futures.TimeoutError):
+        """A call's ``timeout`` passed: both ``TimeoutError`` types of Python 3.10."""
+
+
+# The last words of the message of a call's time-out, unless the call says otherwise.
+TIMEOUT_ADVICE = "Raise the timeout, or use imap() to take results as they come."
 
 
 def _runs_of(indices: Sequence[int], values: list[Any]) -> Iterator[tuple[int, list[Any]]]:
@@ -50,8 +74,14 @@ class ResultStream:
         timeout: float | None,
         progress_total: int | None,
         progress: bool,
+        timeout_advice: str = TIMEOUT_ADVICE,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self._name = name
+        self._timeout_advice = timeout_advice
+        # Told when the job is over (ended, aborted, or cancelled by the
+        # consumer leaving); it may hear so twice, from two threads.
+        self._on_end = on_end
         self._return_exceptions = return_exceptions
         self._timeout = timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -72,6 +102,8 @@ class ResultStream:
 
     def deliver(self, delivery: Delivery) -> None:
         self._queue.put(delivery)
+        if (delivery.end or delivery.abort) and self._on_end is not None:
+            self._on_end()
 
     # -- the caller's thread ---------------------------------------------------
 
@@ -88,10 +120,9 @@ class ResultStream:
             self._scheduler.join(_INTERRUPT_JOIN_S)
             raise
         except queue.Empty:
-            raise TimeoutError(
+            raise CallTimeout(
                 f"{self._name} did not finish within timeout={self._timeout}s; "
-                "its remaining tasks were cancelled. Raise the timeout, or use imap() "
-                "to take results as they come."
+                f"its remaining tasks were cancelled. {self._timeout_advice}"
             ) from None
 
     def _consumed(self, tasks: int) -> None:
@@ -166,7 +197,7 @@ class ResultStream:
         """Every result, in the order they finished: ``map(ordered=False)``."""
         return list(itertools.chain.from_iterable(self.unordered()))
 
-    def ordered(self) -> Iterator[list[Any]]:
+    def ordered(self) -> Generator[list[Any], None, None]:
         """Runs of results in input order, each as soon as it is next in line: ``imap``.
 
         Runs, not single results: ``ResultIterator`` flattens them in C, so a
@@ -221,6 +252,8 @@ class ResultStream:
             self._bar.close()
         if self._job is not None and self._scheduler is not None:
             self._scheduler.cancel(self._job)
+        if self._on_end is not None:
+            self._on_end()
 
 
 class ResultIterator(itertools.chain):  # type: ignore[type-arg]
@@ -254,17 +287,36 @@ class ResultIterator(itertools.chain):  # type: ignore[type-arg]
 
 
 class TaskFuture(Future[Any]):
-    """The ``Future`` that ``submit`` returns: ``cancel()`` also stops a running task.
+    """The ``Future`` that ``submit`` returns: a standard one, plus ``stop()``.
 
-    A standard ``Future`` refuses to cancel once running. This one kills the
-    worker running the task (the pool replaces it) and reports cancelled.
+    ``cancel()`` keeps the standard's contract: it succeeds while the task
+    waits for a worker and returns ``False`` once it runs. ``stop()`` also
+    ends a task that runs, by killing its worker (the pool replaces it).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._stop_running: Callable[[], None] | None = None
+        # Once done, let go of the job (and through it the function and its
+        # arguments): a future kept by the caller must not keep them alive.
+        self.add_done_callback(_forget_job)
 
-    def cancel(self) -> bool:
+    def stop(self) -> bool:
+        """Cancel the task even if it is running: its worker is killed and replaced.
+
+        A task waiting for a worker is simply cancelled, as ``cancel()`` does.
+        A running one is ended at once; the other tasks its worker held run
+        again elsewhere. Callbacks and waiters see a cancelled future.
+
+        Returns:
+            ``True`` if the future is cancelled now (or was already);
+            ``False`` if the task had finished first: its result stands.
+
+        Example:
+            >>> future = pool.submit(time.sleep, 3600)
+            >>> future.stop()
+            True
+        """
         with self._condition:
             running = self._state == _RUNNING
             if running:
@@ -276,16 +328,22 @@ class TaskFuture(Future[Any]):
         return super().cancel()
 
 
+def _forget_job(future: Future[Any]) -> None:
+    if isinstance(future, TaskFuture):
+        future._stop_running = None
+
+
 # The states of concurrent.futures.Future (its module keeps them private).
 _RUNNING = "RUNNING"
 _PENDING = "PENDING"
 
 
 class FutureSink:
-    """Resolves the ``Future`` of a ``submit`` call."""
+    """Resolves the ``Future`` of a ``submit`` call; runs in the scheduler thread."""
 
-    def __init__(self, future: Future[Any]) -> None:
+    def __init__(self, future: Future[Any], name: str) -> None:
         self.future = future
+        self._name = name
 
     def start(self) -> bool:
         return self.future.set_running_or_notify_cancel()
@@ -294,14 +352,31 @@ class FutureSink:
         if delivery.end or self.future.done():
             return
         if delivery.failure is not None:
-            self.future.set_exception(delivery.failure)
+            self._resolve(self.future.set_exception, delivery.failure)
         elif delivery.errors:
-            self.future.set_exception(delivery.errors[0])
+            self._resolve(self.future.set_exception, delivery.errors[0])
         else:
             assert delivery.payload is not None
             try:
                 result = delivery.payload.load()[0]
-            except Exception as exc:
-                self.future.set_exception(exc)
+            except BaseException as exc:
+                # Whatever unpickling raises, SystemExit included, fails this
+                # future only: this is the scheduler thread (issue 10).
+                self._resolve(self.future.set_exception, self._unpickling_failed(exc))
             else:
-                self.future.set_result(result)
+                self._resolve(self.future.set_result, result)
+
+    def _resolve(self, settle: Callable[[Any], None], value: Any) -> None:
+        # stop() may cancel the future between done() and here: its state wins.
+        with contextlib.suppress(InvalidStateError):
+            settle(value)
+
+    def _unpickling_failed(self, exc: BaseException) -> SerializationError:
+        failure = SerializationError(
+            f"the result of {self._name} could not be unpickled in the parent: "
+            f"{qualified_type_name(exc)}: {exc}. Return types that the parent can import "
+            "and rebuild.",
+            type_name=qualified_type_name(exc),
+        )
+        failure.__cause__ = exc
+        return failure

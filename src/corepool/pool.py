@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future
+from concurrent.futures import wait as wait_for_futures
 from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,8 +17,15 @@ from typing import Any, TypeVar
 from corepool._backends.local import LocalBackend
 from corepool._chunking import Chunker
 from corepool._protocol import CallMode
-from corepool._results import FutureSink, ResultIterator, ResultStream, TaskFuture
+from corepool._results import (
+    TIMEOUT_ADVICE,
+    FutureSink,
+    ResultIterator,
+    ResultStream,
+    TaskFuture,
+)
 from corepool._scheduler import Job, Scheduler
+from corepool.errors import PoolClosed
 from corepool.options import MapOptions, PoolOptions, StartMethod
 
 __all__ = ["Pool", "map"]
@@ -50,7 +60,8 @@ class Pool(Executor):
     exactly the task it was running, which gets ``WorkerDied``; its other
     tasks run again elsewhere, a fresh worker takes its place, and the pool
     goes on. The pool is a ``concurrent.futures.Executor`` too, so
-    ``loop.run_in_executor(pool, fn, x)`` works.
+    ``loop.run_in_executor(pool, fn, x)`` works: ``submit``, ``shutdown``
+    and the futures keep that contract (``map`` returns a list: see there).
 
     Args:
         workers: See ``PoolOptions``; ``None`` means one per core.
@@ -111,6 +122,10 @@ class Pool(Executor):
         )
         self._backend = LocalBackend(self.options)
         self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}")
+        # The futures of submit() not yet done: shutdown(cancel_futures=True)
+        # cancels them; at interpreter exit the program waits for them.
+        self._pending: set[Future[Any]] = set()
+        _register_exit_hook()
         # A pool dropped without close() must not leave workers behind.
         self._finalizer = weakref.finalize(self, _finalize, self._scheduler)
 
@@ -125,6 +140,11 @@ class Pool(Executor):
         return f"<corepool.Pool workers={self.workers} start_method={method!r} {state}>"
 
     # -- calls -----------------------------------------------------------------
+
+    @property
+    def _lookahead(self) -> int:
+        """How many chunks imap may run ahead of its consumer."""
+        return LOOKAHEAD_CHUNKS_PER_WORKER * self.workers
 
     def _robustness(self, task_timeout: float | None) -> dict[str, Any]:
         """A job's timeout and retry settings: the call's, else the pool's."""
@@ -142,8 +162,17 @@ class Pool(Executor):
         options: MapOptions,
         *,
         mode: CallMode | None = None,
-        lazy: bool,
+        lookahead: int | None,
+        timeout_advice: str = TIMEOUT_ADVICE,
+        exits_are_errors: bool = False,
+        on_end: Callable[[], None] | None = None,
     ) -> ResultStream:
+        """Start a job whose results ``ResultStream`` hands out.
+
+        ``lookahead``: how many chunks the job may run ahead of its consumer
+        (``None``: no bound, the input is read as fast as workers take it).
+        ``exits_are_errors``: see ``Job``. ``on_end``: see ``ResultStream``.
+        """
         if not callable(fn):
             raise TypeError(f"{call}() needs a callable first, got {fn!r}")
         if not iterables:
@@ -159,6 +188,8 @@ class Pool(Executor):
             timeout=options.timeout,
             progress_total=total,
             progress=options.progress,
+            timeout_advice=timeout_advice,
+            on_end=on_end,
         )
         job = Job(
             name=name,
@@ -167,7 +198,8 @@ class Pool(Executor):
             source=source,
             chunker=Chunker(workers=self.workers, total=total, chunksize=options.chunksize),
             sink=stream,
-            lookahead=LOOKAHEAD_CHUNKS_PER_WORKER * self.workers if lazy else None,
+            lookahead=lookahead,
+            exits_are_errors=exits_are_errors,
             **self._robustness(options.task_timeout),
         )
         stream.attach(job, self._scheduler)
@@ -189,6 +221,15 @@ class Pool(Executor):
 
         With several iterables, ``fn`` takes one argument from each, as with
         the built-in ``map``. The options are described on ``MapOptions``.
+
+        This is ``multiprocessing.Pool.map``'s contract, not
+        ``Executor.map``'s: the pool is an ``Executor`` for ``submit``,
+        ``shutdown`` and its futures, but its ``map`` waits for every result
+        and raises the first error at once, with no partial results on
+        ``timeout``. Code written for an ``Executor`` still gets the results,
+        in order (a list is iterable); for the lazy ``Executor.map`` contract
+        (results and errors one by one on retrieval) use ``imap`` or
+        ``corepool.futures.ProcessPoolExecutor``.
 
         Returns:
             The results, in input order unless ``ordered=False``.
@@ -212,7 +253,7 @@ class Pool(Executor):
             timeout=timeout,
             task_timeout=task_timeout,
         )
-        stream = self._stream("map", fn, iterables, options, lazy=False)
+        stream = self._stream("map", fn, iterables, options, lookahead=None)
         return stream.collect() if ordered else stream.collect_unordered()
 
     def starmap(
@@ -241,7 +282,9 @@ class Pool(Executor):
             timeout=timeout,
             task_timeout=task_timeout,
         )
-        stream = self._stream("starmap", fn, (iterable,), options, mode=CallMode.STAR, lazy=False)
+        stream = self._stream(
+            "starmap", fn, (iterable,), options, mode=CallMode.STAR, lookahead=None
+        )
         return stream.collect() if ordered else stream.collect_unordered()
 
     def imap(
@@ -273,7 +316,7 @@ class Pool(Executor):
             timeout=timeout,
             task_timeout=task_timeout,
         )
-        stream = self._stream("imap", fn, iterables, options, lazy=True)
+        stream = self._stream("imap", fn, iterables, options, lookahead=self._lookahead)
         return ResultIterator.over(stream, stream.ordered())
 
     def imap_unordered(
@@ -295,37 +338,57 @@ class Pool(Executor):
             timeout=timeout,
             task_timeout=task_timeout,
         )
-        stream = self._stream("imap_unordered", fn, iterables, options, lazy=True)
+        stream = self._stream("imap_unordered", fn, iterables, options, lookahead=self._lookahead)
         return ResultIterator.over(stream, stream.unordered())
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future``.
 
-        Unlike a standard future, ``cancel()`` also stops the task once it
-        runs: its worker is killed and replaced.
+        The future is a standard one: ``cancel()`` succeeds only while the
+        task waits for a worker. Its extra ``stop()`` (see ``TaskFuture``)
+        also ends a running task, by killing its worker (which is replaced).
 
         Raises:
-            PoolClosed: The pool was closed or terminated.
+            PoolClosed: The pool was closed or terminated, or the interpreter
+                is exiting.
 
         Example:
             >>> pool.submit(pow, 2, 10).result()
             1024
         """
+        return self._submit(fn, args, kwargs, exits_are_errors=False)
+
+    def _submit(
+        self,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        exits_are_errors: bool,
+    ) -> TaskFuture:
+        """``submit``; ``exits_are_errors``: see ``Job``."""
         if not callable(fn):
             raise TypeError(f"submit() needs a callable first, got {fn!r}")
         future = TaskFuture()
         name = _describe("submit", fn)
+        if _exiting:
+            raise PoolClosed(
+                f"cannot start {name}: the interpreter is exiting. Submit work before the "
+                "program ends; the futures submitted before are waited for."
+            )
         job = Job(
             name=name,
             fn=fn,
             mode=CallMode.CALL,
             source=iter(((args, kwargs),)),
             chunker=Chunker(workers=self.workers, total=1, chunksize=1),
-            sink=FutureSink(future),
+            sink=FutureSink(future, name),
+            exits_are_errors=exits_are_errors,
             **self._robustness(None),
         )
         future._stop_running = partial(self._scheduler.cancel, job, stop_running=True)
         self._scheduler.submit(job)
+        _track(future, self._pending)
         return future
 
     # -- life cycle ------------------------------------------------------------
@@ -350,11 +413,25 @@ class Pool(Executor):
         self._scheduler.join(timeout)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """The ``Executor`` way to stop: ``terminate()`` if ``cancel_futures``, else ``close()``."""
+        """The ``Executor`` way to stop: ``close()``, then ``join()`` if ``wait``.
+
+        Args:
+            wait: Return only once every call has finished and the workers
+                have stopped.
+            cancel_futures: Also cancel the futures of ``submit`` calls that
+                no worker has started; running tasks finish. ``map`` and
+                ``imap`` calls in progress finish too (``terminate()`` stops
+                everything at once).
+
+        Example:
+            >>> pool.shutdown(cancel_futures=True)
+        """
+        self.close()
         if cancel_futures:
-            self.terminate()
-        else:
-            self.close()
+            with _pending_lock:
+                pending = list(self._pending)
+            for future in pending:
+                future.cancel()
         if wait:
             self.join()
 
@@ -381,16 +458,75 @@ _FINALIZE_JOIN_S = 10.0
 
 
 def _finalize(scheduler: Scheduler) -> None:
-    """A pool object is gone: stop its workers, unless ``close()`` asked to finish first.
+    """A pool object is gone without ``shutdown()``: finish its work, then stop.
 
-    A closed pool keeps running until its queued work is done, as a
-    ``concurrent.futures`` executor does, so futures taken from it resolve.
-    At interpreter exit (the main thread has ended) everything stops now.
+    As a dropped ``concurrent.futures`` executor does, the pool finishes its
+    queued calls (futures taken from it resolve), then stops its workers. At
+    interpreter exit (the main thread has ended, and ``_wait_for_futures``
+    has waited for the pending futures) it stops now.
     """
-    if scheduler.is_closing and threading.main_thread().is_alive():
+    if threading.main_thread().is_alive():
+        scheduler.close()
         return
     scheduler.terminate()
     scheduler.join(_FINALIZE_JOIN_S)
+
+
+# The futures of every pool's submit() calls not yet done, and whether the
+# interpreter is exiting (then pools take no more work).
+_pending_lock = threading.Lock()
+_pending_everywhere: set[Future[Any]] = set()
+_exiting = False
+_exit_hook_registered = False
+
+
+def _track(future: Future[Any], pending: set[Future[Any]]) -> None:
+    """Count ``future`` among its pool's pending futures, and everyone's, until it is done."""
+    with _pending_lock:
+        pending.add(future)
+        _pending_everywhere.add(future)
+    future.add_done_callback(partial(_untrack, pending))
+
+
+def _untrack(pending: set[Future[Any]], future: Future[Any]) -> None:
+    with _pending_lock:
+        pending.discard(future)
+        _pending_everywhere.discard(future)
+
+
+def _register_exit_hook() -> None:
+    """Register, once, the interpreter-exit hook that waits for pending futures.
+
+    A threading exit hook (as ``concurrent.futures`` uses) runs before
+    ``atexit`` ones, where ``_finalize`` then stops the pools left open.
+    """
+    global _exit_hook_registered
+    with _pending_lock:
+        if _exit_hook_registered:
+            return
+        _exit_hook_registered = True
+    register = getattr(threading, "_register_atexit", atexit.register)
+    with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
+        register(_wait_for_futures)
+
+
+def _wait_for_futures() -> None:
+    """At interpreter exit, wait until every pending ``submit`` future is done.
+
+    ``concurrent.futures`` promises that "the program will not exit until all
+    pending futures are done", shut down or not. From now on ``submit``
+    raises ``PoolClosed``.
+    """
+    global _exiting
+    with _pending_lock:
+        _exiting = True
+        pending = list(_pending_everywhere)
+    wait_for_futures(pending)
+
+
+def is_exiting() -> bool:
+    """Whether the interpreter is exiting: pools then accept no more ``submit`` calls."""
+    return _exiting
 
 
 def map(
