@@ -9,19 +9,22 @@ the input, the feed and the sink of one job: the scheduler takes the queued
 calls in chunks sized like any others (one call alone when workers are idle,
 many together when calls pile up), and each future resolves as soon as the
 results of its chunk are back. A submit costs the caller a future and an
-append; it wakes the scheduler only when the job had run dry.
+append. A queue that runs dry closes (the next submit opens another), so
+that nothing keeps the function, or what it refers to, alive once its calls
+are done.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import Any
 
-from corepool._jobs import Aborted, Delivery, Job, Results, TaskFailed
+from corepool._jobs import Aborted, Delivery, Finished, Job, Results, TaskFailed
 from corepool._scheduler import Scheduler
 from corepool._transport.pickling import qualified_type_name
 from corepool.errors import SerializationError
@@ -86,7 +89,7 @@ class CallQueue:
     def __init__(
         self, fn: Callable[..., Any], exits_are_errors: bool, scheduler: Scheduler
     ) -> None:
-        self.fn = fn
+        self.fn: Callable[..., Any] | None = fn  # None once the queue is over
         self.exits_are_errors = exits_are_errors
         self.job: Job | None = None  # set once, before the job is submitted
         self._scheduler = scheduler
@@ -94,29 +97,24 @@ class CallQueue:
         self._running: dict[int, TaskFuture] = {}  # task index -> its future
         self._started = 0
         self._sealed = False
-        self._parked = False  # the scheduler found no call: the next one resumes the job
+        # Adding a call and finding the queue dry (then closing it) exclude
+        # each other: a call added as the scheduler looks is never lost.
+        self._lock = threading.Lock()
 
-    # -- callers' threads, under the pool's submit lock -------------------------
+    # -- callers' threads ------------------------------------------------------
 
     def add(self, args: tuple[Any, ...], kwargs: dict[str, Any], future: TaskFuture) -> bool:
         """Queue a call; ``False`` if this queue is sealed (open a new one)."""
-        if self._sealed:
-            return False
-        self._calls.append((args, kwargs, future))
-        if self._parked:
-            self._parked = False
-            self._resume()
-        return True
+        with self._lock:
+            if self._sealed:
+                return False
+            self._calls.append((args, kwargs, future))
+            return True
 
     def seal(self) -> None:
         """Take no more calls; the job ends once those queued are done."""
-        if not self._sealed:
+        with self._lock:
             self._sealed = True
-            self._resume()
-
-    def _resume(self) -> None:
-        assert self.job is not None
-        self._scheduler.resume(self.job)
 
     # -- Feed and input, in the scheduler thread --------------------------------
 
@@ -124,13 +122,11 @@ class CallQueue:
     def is_open(self) -> bool:
         return not self._sealed
 
-    def park(self) -> bool:
-        self._parked = True
-        # Check again: a call (or the seal) may have come before the flag was up.
-        if self._calls or self._sealed:
-            self._parked = False
-            return False
-        return True
+    def close_if_empty(self) -> bool:
+        with self._lock:
+            if not self._calls:
+                self._sealed = True
+            return self._sealed
 
     def __iter__(self) -> CallQueue:
         return self
@@ -160,13 +156,23 @@ class CallQueue:
         elif isinstance(delivery, TaskFailed):
             future = self._running.pop(delivery.task_index, None)
             if future is not None:
+                future._stop_running = None
                 _settle(future.set_exception, delivery.error)
         elif isinstance(delivery, Aborted):
-            self._sealed = True
+            self.seal()
             for future in [*self._running.values(), *(call[2] for call in self._calls)]:
+                future._stop_running = None
                 _settle(future.set_exception, delivery.error)
             self._running.clear()
             self._calls.clear()
+            self._forget()
+        elif isinstance(delivery, Finished):
+            self._forget()
+
+    def _forget(self) -> None:
+        """The job is over: let go of it and of the function."""
+        self.fn = None
+        self.job = None
 
     def _resolve(self, results: Results) -> None:
         errors = results.errors or {}
@@ -189,6 +195,8 @@ class CallQueue:
             future = running.pop(index, None)
             if future is None:
                 continue
+            # A future the caller keeps must not keep the job (its function) alive.
+            future._stop_running = None
             # Inline, not _settle: this loop runs once per submitted call.
             try:
                 if position in errors:

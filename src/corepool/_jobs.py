@@ -3,7 +3,7 @@
 Runs in the parent. The scheduler thread owns every ``Job``; the caller's
 thread reaches one only through two small handshake objects: a ``Window``
 (how far a lazy call may read ahead of its consumer) and a ``Feed`` (the
-open-ended input of ``submit`` calls). Imports ``_backends.base``,
+input of ``submit`` calls, which closes when it runs dry). Imports ``_backends.base``,
 ``_chunking``, ``_protocol`` and ``_transport``.
 """
 
@@ -165,8 +165,8 @@ class Feed(Protocol):
         """Whether more input may still come."""
         ...
 
-    def park(self) -> bool:
-        """No input now: resume the job when some comes. ``False``: some came meanwhile."""
+    def close_if_empty(self) -> bool:
+        """No input now: close the feed, unless some came meanwhile; whether it is closed."""
         ...
 
 
@@ -178,7 +178,7 @@ class JobState(enum.Enum):
 
     NEW = "new"  # accepted; its sink has not started
     PULLING = "pulling"  # it may take tasks from its input
-    WAITING = "waiting"  # nothing to take now: the consumer is behind, or a feed is empty
+    WAITING = "waiting"  # nothing to take now: the consumer is behind (its Window is full)
     DRAINED = "drained"  # its input is exhausted; chunks may still be out
     CANCELLED = "cancelled"  # dropped; chunks still out are ignored when they return
 

@@ -7,10 +7,12 @@ Imports ``_scheduler``, ``_jobs`` and ``progress``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import queue
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, cast
 
 from corepool._jobs import (
@@ -27,12 +29,26 @@ from corepool._transport.pickling import qualified_type_name
 from corepool.errors import SerializationError
 from corepool.progress import ProgressBar
 
-__all__ = ["ResultIterator", "ResultStream"]
+__all__ = ["TIMEOUT_ADVICE", "CallTimeout", "ResultIterator", "ResultStream"]
 
 Run = tuple[int, list[Any], BaseException | None]
 
 # After Ctrl-C, how long to wait for the workers to be stopped (SIGKILL: quick).
 _INTERRUPT_JOIN_S = 5.0
+
+# What a call's ``timeout`` raises. On Python 3.10, concurrent.futures.TimeoutError
+# is not yet the built-in TimeoutError (3.11 made them one): there it is both,
+# so that an ``except`` written for either catches it.
+if sys.version_info >= (3, 11):
+    CallTimeout = TimeoutError
+else:
+
+    class CallTimeout(TimeoutError, concurrent.futures.TimeoutError):
+        """A call's ``timeout`` passed: both ``TimeoutError`` types of Python 3.10."""
+
+
+# The last words of the message of a call's time-out, unless the call says otherwise.
+TIMEOUT_ADVICE = "Raise the timeout, or use imap() to take results as they come."
 
 
 def _runs_of(indices: Sequence[int], values: list[Any]) -> Iterator[tuple[int, list[Any]]]:
@@ -58,8 +74,14 @@ class ResultStream:
         timeout: float | None,
         progress_total: int | None,
         progress: bool,
+        timeout_advice: str = TIMEOUT_ADVICE,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self._name = name
+        self._timeout_advice = timeout_advice
+        # Told when the job is over (ended, aborted, or cancelled by the
+        # consumer leaving); it may hear so twice, from two threads.
+        self._on_end = on_end
         self._return_exceptions = return_exceptions
         self._timeout = timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -80,6 +102,8 @@ class ResultStream:
 
     def deliver(self, delivery: Delivery) -> None:
         self._queue.put(delivery)
+        if isinstance(delivery, (Finished, Aborted)) and self._on_end is not None:
+            self._on_end()
 
     # -- the caller's thread ---------------------------------------------------
 
@@ -96,10 +120,9 @@ class ResultStream:
             self._scheduler.join(_INTERRUPT_JOIN_S)
             raise
         except queue.Empty:
-            raise TimeoutError(
+            raise CallTimeout(
                 f"{self._name} did not finish within timeout={self._timeout}s; "
-                "its remaining tasks were cancelled. Raise the timeout, or use imap() "
-                "to take results as they come."
+                f"its remaining tasks were cancelled. {self._timeout_advice}"
             ) from None
 
     def _consumed(self, tasks: int) -> None:
@@ -177,7 +200,7 @@ class ResultStream:
         """Every result, in the order they finished: ``map(ordered=False)``."""
         return list(itertools.chain.from_iterable(self.unordered()))
 
-    def ordered(self) -> Iterator[list[Any]]:
+    def ordered(self) -> Generator[list[Any], None, None]:
         """Runs of results in input order, each as soon as it is next in line: ``imap``.
 
         Runs, not single results: ``ResultIterator`` flattens them in C, so a
@@ -192,8 +215,9 @@ class ResultStream:
                     values, error = waiting.pop(next_index)
                     if error is not None:
                         raise error
-                    self._consumed(len(values))
                     yield values
+                    # Resumed only once the consumer took the whole run.
+                    self._consumed(len(values))
                     next_index += len(values)
                 if total is not None and next_index >= total:
                     return
@@ -218,8 +242,8 @@ class ResultStream:
                 for _, values, error in self._runs(delivery):
                     if error is not None:
                         raise error
-                    self._consumed(len(values))
                     yield values
+                    self._consumed(len(values))  # the consumer took the whole run
         finally:
             self._close()
 
@@ -232,6 +256,8 @@ class ResultStream:
             self._bar.close()
         if self._job is not None and self._scheduler is not None:
             self._scheduler.cancel(self._job)
+        if self._on_end is not None:
+            self._on_end()
 
 
 class ResultIterator(itertools.chain):  # type: ignore[type-arg]

@@ -349,10 +349,8 @@ class Scheduler:
             job.sink.deliver(InputFailed(job.pulled, failure))
         elif len(items) < size:
             feed = job.feed
-            if feed is None or not feed.is_open:
+            if feed is None or not feed.is_open or feed.close_if_empty():
                 job.state = JobState.DRAINED
-            elif feed.park():
-                job.state = JobState.WAITING  # until a caller adds to the feed
         if not items:
             self._settle(job)
             return None

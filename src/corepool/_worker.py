@@ -267,6 +267,7 @@ def _run_chunk(
         message.chunk_id,
         results,
         errors,
+        catching=catching,
         decode_s=decoded - started,
         compute_s=computed - decoded,
         computed_at=computed,
@@ -400,20 +401,27 @@ def _encode_done(
     decode_s: float = 0.0,
     compute_s: float = 0.0,
     computed_at: float | None = None,
+    catching: type[BaseException] = Exception,
 ) -> tuple[bytes, list[int]]:
     """Pickle the results (large buffers into segments) and the ``ChunkDone`` around them.
 
-    A result that will not pickle becomes that task's error.
+    A result that will not pickle becomes that task's error; what pickling
+    raises beyond ``Exception`` (a ``SystemExit``), when ``catching`` takes
+    it, is the task's error as it is.
     """
     try:
         packed, fds = pack(results, _buffer_threshold, for_parent=True)
-    except Exception:
+    except catching:
         errors = dict(errors or {})
         for position, result in enumerate(results):
             try:
                 dumps(result, for_parent=True)
-            except Exception as exc:
-                errors[position] = _unpicklable_result(result, exc)
+            except catching as exc:
+                errors[position] = (
+                    _unpicklable_result(result, exc)
+                    if isinstance(exc, Exception)
+                    else remote_error(exc)
+                )
                 results[position] = None
         packed, fds = pack(results, _buffer_threshold, for_parent=True)
     start = time.perf_counter() if computed_at is None else computed_at

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future
+from concurrent.futures import wait as wait_for_futures
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,8 +19,9 @@ from corepool._calls import CallQueue, TaskFuture
 from corepool._chunking import Chunker
 from corepool._jobs import Job, Window
 from corepool._protocol import CallMode
-from corepool._results import ResultIterator, ResultStream
+from corepool._results import TIMEOUT_ADVICE, ResultIterator, ResultStream
 from corepool._scheduler import Scheduler
+from corepool.errors import PoolClosed
 from corepool.options import MapOptions, PoolOptions, StartMethod, parse_bytes
 
 __all__ = ["Pool", "map"]
@@ -52,7 +57,8 @@ class Pool(Executor):
     exactly the task it was running, which gets ``WorkerDied``; its other
     tasks run again elsewhere, a fresh worker takes its place, and the pool
     goes on. The pool is a ``concurrent.futures.Executor`` too, so
-    ``loop.run_in_executor(pool, fn, x)`` works.
+    ``loop.run_in_executor(pool, fn, x)`` works: ``submit``, ``shutdown``
+    and the futures keep that contract (``map`` returns a list: see there).
 
     Args:
         workers: See ``PoolOptions``; ``None`` means one per core.
@@ -119,6 +125,10 @@ class Pool(Executor):
         # The open queue of consecutive submits of one function (see _calls).
         self._calls: CallQueue | None = None
         self._submit_lock = threading.Lock()
+        # The futures of submit() not yet done: shutdown(cancel_futures=True)
+        # cancels them; at interpreter exit the program waits for them.
+        self._pending: set[Future[Any]] = set()
+        _register_exit_hook()
         # A pool dropped without close() must not leave workers behind.
         self._finalizer = weakref.finalize(self, _finalize, self._scheduler)
 
@@ -134,6 +144,11 @@ class Pool(Executor):
 
     # -- calls -----------------------------------------------------------------
 
+    def _window(self, options: MapOptions, max_tasks: int = READ_AHEAD_TASKS) -> Window:
+        """The read-ahead bound of a lazy call: the call's bytes, else the pool's."""
+        size = options.read_ahead_bytes or self.options.read_ahead_bytes
+        return Window(max_bytes=parse_bytes(size, "read_ahead_bytes"), max_tasks=max_tasks)
+
     def _robustness(self, task_timeout: float | None) -> dict[str, Any]:
         """A job's timeout and retry settings: the call's, else the pool's."""
         return {
@@ -141,12 +156,6 @@ class Pool(Executor):
             "retries": self.options.retries,
             "retry_on": self.options.retry_on,
         }
-
-    def _window(self, options: MapOptions) -> Window:
-        """The read-ahead bound of a lazy call: the call's bytes, else the pool's."""
-        size = options.read_ahead_bytes or self.options.read_ahead_bytes
-        max_bytes = parse_bytes(size, "read_ahead_bytes")
-        return Window(max_bytes=max_bytes, max_tasks=READ_AHEAD_TASKS)
 
     def _stream(
         self,
@@ -156,8 +165,17 @@ class Pool(Executor):
         options: MapOptions,
         *,
         mode: CallMode | None = None,
-        lazy: bool,
+        window: Window | None,
+        timeout_advice: str = TIMEOUT_ADVICE,
+        exits_are_errors: bool = False,
+        on_end: Callable[[], None] | None = None,
     ) -> ResultStream:
+        """Start a job whose results ``ResultStream`` hands out.
+
+        ``window``: how far the job may read ahead of its consumer (``None``:
+        no bound, the input is read as fast as workers take it).
+        ``exits_are_errors``: see ``Job``. ``on_end``: see ``ResultStream``.
+        """
         if not callable(fn):
             raise TypeError(f"{call}() needs a callable first, got {fn!r}")
         if not iterables:
@@ -173,6 +191,8 @@ class Pool(Executor):
             timeout=options.timeout,
             progress_total=total,
             progress=options.progress,
+            timeout_advice=timeout_advice,
+            on_end=on_end,
         )
         job = Job(
             name=name,
@@ -181,7 +201,8 @@ class Pool(Executor):
             source=source,
             chunker=Chunker(workers=self.workers, total=total, chunksize=options.chunksize),
             sink=stream,
-            window=self._window(options) if lazy else None,
+            window=window,
+            exits_are_errors=exits_are_errors,
             **self._robustness(options.task_timeout),
         )
         stream.attach(job, self._scheduler)
@@ -203,6 +224,15 @@ class Pool(Executor):
 
         With several iterables, ``fn`` takes one argument from each, as with
         the built-in ``map``. The options are described on ``MapOptions``.
+
+        This is ``multiprocessing.Pool.map``'s contract, not
+        ``Executor.map``'s: the pool is an ``Executor`` for ``submit``,
+        ``shutdown`` and its futures, but its ``map`` waits for every result
+        and raises the first error at once, with no partial results on
+        ``timeout``. Code written for an ``Executor`` still gets the results,
+        in order (a list is iterable); for the lazy ``Executor.map`` contract
+        (results and errors one by one on retrieval) use ``imap`` or
+        ``corepool.futures.ProcessPoolExecutor``.
 
         Returns:
             The results, in input order unless ``ordered=False``.
@@ -226,7 +256,7 @@ class Pool(Executor):
             timeout=timeout,
             task_timeout=task_timeout,
         )
-        stream = self._stream("map", fn, iterables, options, lazy=False)
+        stream = self._stream("map", fn, iterables, options, window=None)
         return stream.collect() if ordered else stream.collect_unordered()
 
     def starmap(
@@ -255,7 +285,7 @@ class Pool(Executor):
             timeout=timeout,
             task_timeout=task_timeout,
         )
-        stream = self._stream("starmap", fn, (iterable,), options, mode=CallMode.STAR, lazy=False)
+        stream = self._stream("starmap", fn, (iterable,), options, mode=CallMode.STAR, window=None)
         return stream.collect() if ordered else stream.collect_unordered()
 
     def imap(
@@ -289,7 +319,7 @@ class Pool(Executor):
             task_timeout=task_timeout,
             read_ahead_bytes=read_ahead_bytes,
         )
-        stream = self._stream("imap", fn, iterables, options, lazy=True)
+        stream = self._stream("imap", fn, iterables, options, window=self._window(options))
         return ResultIterator.over(stream, stream.ordered())
 
     def imap_unordered(
@@ -313,20 +343,24 @@ class Pool(Executor):
             task_timeout=task_timeout,
             read_ahead_bytes=read_ahead_bytes,
         )
-        stream = self._stream("imap_unordered", fn, iterables, options, lazy=True)
+        stream = self._stream(
+            "imap_unordered", fn, iterables, options, window=self._window(options)
+        )
         return ResultIterator.over(stream, stream.unordered())
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future``.
 
+        The future is a standard one: ``cancel()`` succeeds only while the
+        task waits for a worker. Its extra ``stop()`` (see ``TaskFuture``)
+        also ends a running task, by killing its worker (which is replaced).
         Consecutive submits of one function travel to workers together, in
         chunks sized like any others; each future resolves as soon as its own
-        result is back. Besides the standard ``cancel()``, the future has
-        ``stop()``, which also ends the task while it runs (its worker is
-        killed and replaced).
+        result is back.
 
         Raises:
-            PoolClosed: The pool was closed or terminated.
+            PoolClosed: The pool was closed or terminated, or the interpreter
+                is exiting.
 
         Example:
             >>> pool.submit(pow, 2, 10).result()
@@ -342,7 +376,12 @@ class Pool(Executor):
         *,
         exits_are_errors: bool,
     ) -> TaskFuture:
-        """``submit``; ``exits_are_errors`` as ``Job`` has it (the concurrent.futures face)."""
+        """``submit``; ``exits_are_errors``: see ``Job``."""
+        if _exiting:
+            raise PoolClosed(
+                f"cannot start {_describe('submit', fn)}: the interpreter is exiting. Submit "
+                "work before the program ends; the futures submitted before are waited for."
+            )
         future = TaskFuture()
         with self._submit_lock:
             calls = self._calls
@@ -352,17 +391,27 @@ class Pool(Executor):
                 or calls.exits_are_errors != exits_are_errors
                 or not calls.add(args, kwargs, future)
             ):
-                calls = self._open_calls(fn, exits_are_errors)
-                calls.add(args, kwargs, future)
+                self._open_calls(fn, exits_are_errors, (args, kwargs, future))
+        _track(future, self._pending)
         return future
 
-    def _open_calls(self, fn: Callable[..., Any], exits_are_errors: bool) -> CallQueue:
-        """Seal the open queue of submits; open one for ``fn`` (under the submit lock)."""
+    def _open_calls(
+        self,
+        fn: Callable[..., Any],
+        exits_are_errors: bool,
+        first: tuple[tuple[Any, ...], dict[str, Any], TaskFuture],
+    ) -> None:
+        """Seal the open queue of submits; open one for ``fn`` with its ``first`` call.
+
+        Called under the submit lock. The call is queued before the scheduler
+        sees the job, which would otherwise find it dry and close it.
+        """
         if not callable(fn):
             raise TypeError(f"submit() needs a callable first, got {fn!r}")
         if self._calls is not None:
             self._calls.seal()
         calls = CallQueue(fn, exits_are_errors, self._scheduler)
+        calls.add(*first)
         calls.job = Job(
             name=_describe("submit", fn),
             fn=fn,
@@ -376,7 +425,6 @@ class Pool(Executor):
         )
         self._scheduler.submit(calls.job)  # PoolClosed once closed: nothing changes then
         self._calls = calls
-        return calls
 
     # -- life cycle ------------------------------------------------------------
 
@@ -403,11 +451,25 @@ class Pool(Executor):
         self._scheduler.join(timeout)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """The ``Executor`` way to stop: ``terminate()`` if ``cancel_futures``, else ``close()``."""
+        """The ``Executor`` way to stop: ``close()``, then ``join()`` if ``wait``.
+
+        Args:
+            wait: Return only once every call has finished and the workers
+                have stopped.
+            cancel_futures: Also cancel the futures of ``submit`` calls that
+                no worker has started; running tasks finish. ``map`` and
+                ``imap`` calls in progress finish too (``terminate()`` stops
+                everything at once).
+
+        Example:
+            >>> pool.shutdown(cancel_futures=True)
+        """
+        self.close()
         if cancel_futures:
-            self.terminate()
-        else:
-            self.close()
+            with _pending_lock:
+                pending = list(self._pending)
+            for future in pending:
+                future.cancel()
         if wait:
             self.join()
 
@@ -434,16 +496,75 @@ _FINALIZE_JOIN_S = 10.0
 
 
 def _finalize(scheduler: Scheduler) -> None:
-    """A pool object is gone: stop its workers, unless ``close()`` asked to finish first.
+    """A pool object is gone without ``shutdown()``: finish its work, then stop.
 
-    A closed pool keeps running until its queued work is done, as a
-    ``concurrent.futures`` executor does, so futures taken from it resolve.
-    At interpreter exit (the main thread has ended) everything stops now.
+    As a dropped ``concurrent.futures`` executor does, the pool finishes its
+    queued calls (futures taken from it resolve), then stops its workers. At
+    interpreter exit (the main thread has ended, and ``_wait_for_futures``
+    has waited for the pending futures) it stops now.
     """
-    if scheduler.is_closing and threading.main_thread().is_alive():
+    if threading.main_thread().is_alive():
+        scheduler.close()
         return
     scheduler.terminate()
     scheduler.join(_FINALIZE_JOIN_S)
+
+
+# The futures of every pool's submit() calls not yet done, and whether the
+# interpreter is exiting (then pools take no more work).
+_pending_lock = threading.Lock()
+_pending_everywhere: set[Future[Any]] = set()
+_exiting = False
+_exit_hook_registered = False
+
+
+def _track(future: Future[Any], pending: set[Future[Any]]) -> None:
+    """Count ``future`` among its pool's pending futures, and everyone's, until it is done."""
+    with _pending_lock:
+        pending.add(future)
+        _pending_everywhere.add(future)
+    future.add_done_callback(partial(_untrack, pending))
+
+
+def _untrack(pending: set[Future[Any]], future: Future[Any]) -> None:
+    with _pending_lock:
+        pending.discard(future)
+        _pending_everywhere.discard(future)
+
+
+def _register_exit_hook() -> None:
+    """Register, once, the interpreter-exit hook that waits for pending futures.
+
+    A threading exit hook (as ``concurrent.futures`` uses) runs before
+    ``atexit`` ones, where ``_finalize`` then stops the pools left open.
+    """
+    global _exit_hook_registered
+    with _pending_lock:
+        if _exit_hook_registered:
+            return
+        _exit_hook_registered = True
+    register = getattr(threading, "_register_atexit", atexit.register)
+    with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
+        register(_wait_for_futures)
+
+
+def _wait_for_futures() -> None:
+    """At interpreter exit, wait until every pending ``submit`` future is done.
+
+    ``concurrent.futures`` promises that "the program will not exit until all
+    pending futures are done", shut down or not. From now on ``submit``
+    raises ``PoolClosed``.
+    """
+    global _exiting
+    with _pending_lock:
+        _exiting = True
+        pending = list(_pending_everywhere)
+    wait_for_futures(pending)
+
+
+def is_exiting() -> bool:
+    """Whether the interpreter is exiting: pools then accept no more ``submit`` calls."""
+    return _exiting
 
 
 def map(

@@ -499,6 +499,11 @@ class Queue:
         """The ``maxsize`` the queue was made with."""
         return self._maxsize
 
+    def flush(self) -> None:
+        """Wait until every item this process put is in the queue (its backlog sent)."""
+        if self._backlog is not None:
+            self._backlog.join()
+
     def close(self) -> None:
         """Stop the queue for every process: ``put`` raises ``QueueClosed``; consumers drain it.
 

@@ -15,6 +15,8 @@ import os
 import selectors
 import signal
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from corepool._backends.base import Chunk, ChunkFinished, Event, InitializerFailed, WorkerLost
@@ -61,7 +63,7 @@ STOP_GRACE_S = 2.0
 class _Function(NamedTuple):
     """A task function as sent to workers: its pool-wide id, pickle and descriptors."""
 
-    fn: Any
+    fn: Callable[[], Any]  # a weak reference where it can be: the cache keeps nothing alive
     fn_id: int
     packed: Packed
     fds: list[int]  # the parent's; each first send to a worker sends duplicates
@@ -230,13 +232,13 @@ class LocalBackend:
         """``fn`` with its pool-wide id and its pickle, made once and remembered."""
         key = id(fn)
         entry = self._functions.get(key)
-        if entry is not None and entry.fn is fn:
+        if entry is not None and entry.fn() is fn:
             self._functions.move_to_end(key)
             return entry
         # Threshold None: a function's buffers travel in band; only the
         # descriptors of corepool primitives among its globals ride along.
         packed, fds = pack(fn, None)
-        entry = self._functions[key] = _Function(fn, self._next_fn_id, packed, fds)
+        entry = self._functions[key] = _Function(_reference(fn), self._next_fn_id, packed, fds)
         self._next_fn_id += 1
         if len(self._functions) > FUNCTION_CACHE_SIZE:
             _, old = self._functions.popitem(last=False)
@@ -447,6 +449,14 @@ class LocalBackend:
         for function in self._functions.values():
             close_fds(function.fds)
         self._functions.clear()
+
+
+def _reference(fn: Any) -> Callable[[], Any]:
+    """A weak reference to ``fn``; a strong one for what has none (builtins: never stale)."""
+    try:
+        return weakref.ref(fn)
+    except TypeError:
+        return lambda: fn
 
 
 def _send_quietly(process: WorkerProcess, payload: bytes, fds: list[int] | None = None) -> None:
