@@ -82,17 +82,18 @@ def _pebble_schedule(n: int) -> None:
 def _corepool_map1(n: int) -> None:
     import corepool
 
-    with corepool.Pool(WORKERS) as pool:
-        pool.map(noop, range(8), chunksize=1)
-        start = time.perf_counter()
-        pool.map(noop, range(n), chunksize=1)
-        _report(time.perf_counter() - start)
+    _time_map1(corepool.Pool(WORKERS), n)
 
 
 def _mp_map1(n: int) -> None:
     import multiprocessing
 
-    with multiprocessing.Pool(WORKERS) as pool:
+    _time_map1(multiprocessing.Pool(WORKERS), n)
+
+
+def _time_map1(pool: Any, n: int) -> None:
+    """Time ``pool.map(noop, range(n), chunksize=1)`` after a warm-up, then close the pool."""
+    with pool:
         pool.map(noop, range(8), chunksize=1)
         start = time.perf_counter()
         pool.map(noop, range(n), chunksize=1)
