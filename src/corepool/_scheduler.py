@@ -147,7 +147,7 @@ class Scheduler:
 
     def wake(self) -> None:
         """Wake the scheduler thread; one system call per wake-up, however many callers ask."""
-        if self._wake_pending:  # the scheduler clears it before it reads its queues
+        if self._wake_pending:  # a byte waits in the pipe: the scheduler will read its queues
             return
         with self._wake_lock:
             if self._wake_closed:
@@ -213,8 +213,11 @@ class Scheduler:
         """
         events, woken = self._backend.wait(self._wake_r, None)
         if woken:
-            self._wake_pending = False
+            # Drain first, then lower the flag: lowered first, a wake() in
+            # between would write a byte that this read swallows while the
+            # flag stays up, and every later wake() would be skipped.
             os.read(self._wake_r, 4096)
+            self._wake_pending = False
         for event in events:
             self._handle(event)
 

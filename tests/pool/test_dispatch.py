@@ -68,24 +68,30 @@ def test_a_million_submits_all_resolve() -> None:
 
 
 def test_submits_of_several_functions_from_many_threads() -> None:
-    """Consecutive submits of one function travel together; alternating ones stay correct."""
-    with corepool.Pool(2) as pool:
+    """Consecutive submits of one function travel together; alternating ones stay correct.
 
-        def submit_many(offset: int) -> list[tuple[int, int]]:
-            futures = [
-                (n, pool.submit(tasks.square if n % 3 else tasks.identity, n))
-                for n in range(offset, offset + 2000)
+    Each switch of function opens a job, so the scheduler is woken again and
+    again from three threads at once: a lost wake-up hangs this test.
+    """
+    for _ in range(3):
+        with corepool.Pool(2) as pool:
+
+            def submit_many(offset: int) -> list[tuple[int, int]]:
+                futures = [
+                    (n, pool.submit(tasks.square if n % 3 else tasks.identity, n))
+                    for n in range(offset, offset + 2000)
+                ]
+                return [(n, future.result(timeout=30)) for n, future in futures]
+
+            out: list[tuple[int, int]] = []
+            offsets = (0, 10_000, 20_000)
+            threads = [
+                threading.Thread(target=lambda o=o, out=out: out.extend(submit_many(o)))
+                for o in offsets
             ]
-            return [(n, future.result(timeout=60)) for n, future in futures]
-
-        threads = [
-            threading.Thread(target=lambda o=o: out.extend(submit_many(o))) for o in (0, 10_000)
-        ]
-        out: list[tuple[int, int]] = []
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    assert sorted(out) == [
-        (n, n * n if n % 3 else n) for n in [*range(2000), *range(10_000, 12_000)]
-    ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(40)
+        expected = [(n, n * n if n % 3 else n) for o in offsets for n in range(o, o + 2000)]
+        assert sorted(out) == expected
