@@ -135,15 +135,31 @@ class CallQueue:
         """The next call not cancelled, as ``(args, kwargs)``; its future is now running."""
         assert self.job is not None
         stop_task = self._scheduler.stop_task
-        while self._calls:
-            args, kwargs, future = self._calls.popleft()
-            index = self._started
-            future._stop_running = partial(stop_task, self.job, index)
-            if future.set_running_or_notify_cancel():
-                self._running[index] = future
-                self._started += 1
-                return args, kwargs
+        # Under the lock, a call is always in _calls or in _running (pending_futures).
+        with self._lock:
+            while self._calls:
+                args, kwargs, future = self._calls.popleft()
+                index = self._started
+                future._stop_running = partial(stop_task, self.job, index)
+                if future.set_running_or_notify_cancel():
+                    self._running[index] = future
+                    self._started += 1
+                    return args, kwargs
         raise StopIteration
+
+    # -- shutdown and interpreter exit, any thread ------------------------------
+
+    def pending_futures(self) -> list[TaskFuture]:
+        """The futures of this queue not yet done: queued and running."""
+        with self._lock:
+            return [call[2] for call in self._calls] + list(self._running.values())
+
+    def cancel_queued(self) -> None:
+        """Cancel the calls that no worker has taken (``shutdown(cancel_futures=True)``)."""
+        with self._lock:
+            queued = [call[2] for call in self._calls]
+        for future in queued:
+            future.cancel()
 
     # -- Sink, in the scheduler thread -----------------------------------------
 

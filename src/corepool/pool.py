@@ -125,9 +125,13 @@ class Pool(Executor):
         # The open queue of consecutive submits of one function (see _calls).
         self._calls: CallQueue | None = None
         self._submit_lock = threading.Lock()
-        # The futures of submit() not yet done: shutdown(cancel_futures=True)
-        # cancels them; at interpreter exit the program waits for them.
+        # What is not done yet: shutdown(cancel_futures=True) cancels it, and at
+        # interpreter exit the program waits for it. The futures of other
+        # calls (the futures face's map), and the queues of submits, each of
+        # which holds its futures: tracked per job, not per future, which
+        # would cost every submit a lock and a callback.
         self._pending: set[Future[Any]] = set()
+        self._queues: weakref.WeakSet[CallQueue] = weakref.WeakSet()
         _register_exit_hook()
         # A pool dropped without close() must not leave workers behind.
         self._finalizer = weakref.finalize(self, _finalize, self._scheduler)
@@ -392,7 +396,6 @@ class Pool(Executor):
                 or not calls.add(args, kwargs, future)
             ):
                 self._open_calls(fn, exits_are_errors, (args, kwargs, future))
-        _track(future, self._pending)
         return future
 
     def _open_calls(
@@ -425,6 +428,9 @@ class Pool(Executor):
         )
         self._scheduler.submit(calls.job)  # PoolClosed once closed: nothing changes then
         self._calls = calls
+        self._queues.add(calls)
+        with _pending_lock:
+            _queues_everywhere.add(calls)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -466,6 +472,8 @@ class Pool(Executor):
         """
         self.close()
         if cancel_futures:
+            for queue in list(self._queues):
+                queue.cancel_queued()
             with _pending_lock:
                 pending = list(self._pending)
             for future in pending:
@@ -514,6 +522,7 @@ def _finalize(scheduler: Scheduler) -> None:
 # interpreter is exiting (then pools take no more work).
 _pending_lock = threading.Lock()
 _pending_everywhere: set[Future[Any]] = set()
+_queues_everywhere: weakref.WeakSet[CallQueue] = weakref.WeakSet()
 _exiting = False
 _exit_hook_registered = False
 
@@ -559,7 +568,8 @@ def _wait_for_futures() -> None:
     with _pending_lock:
         _exiting = True
         pending = list(_pending_everywhere)
-    wait_for_futures(pending)
+        queues = list(_queues_everywhere)
+    wait_for_futures(pending + [future for queue in queues for future in queue.pending_futures()])
 
 
 def is_exiting() -> bool:

@@ -352,7 +352,8 @@ import tasks
 
 def print_after(seconds, text):
     time.sleep(seconds)
-    print(text, flush=True)
+    sys.stdout.write(text + "\\n")  # one write: two workers print at once
+    sys.stdout.flush()
 
 @atexit.register
 def submit_too_late():
