@@ -63,7 +63,7 @@ from corepool._jobs import (
     Results,
     TaskFailed,
 )
-from corepool._protocol import ErrorSite
+from corepool._protocol import CallMode, ErrorSite
 from corepool._recovery import plan_recovery
 from corepool._transport.buffers import Payload
 from corepool._transport.pickling import dumps, qualified_type_name
@@ -364,12 +364,20 @@ class Scheduler:
             job.mode,
             range(start, job.pulled),
             items,
-            1 if job.task_timeout is not None else job.chunker.stride(),
+            self._stride(job),
             job.task_timeout,
             job.exits_are_errors,
         )
         chunk.fresh = True
         return chunk
+
+    @staticmethod
+    def _stride(job: Job) -> int:
+        """Tasks per status write: 1 for timed tasks, and for calls (``submit``), which
+        workers always track one by one, so that a crash or ``stop()`` names the very call."""
+        if job.task_timeout is not None or job.mode is CallMode.CALL:
+            return 1
+        return job.chunker.stride()
 
     def _split(self, chunk: Chunk, size: int) -> Chunk:
         """Cut ``chunk`` down to its first ``size`` tasks; return the rest as a new chunk."""
