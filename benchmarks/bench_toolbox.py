@@ -764,6 +764,8 @@ def case_g(cfg: Config) -> Case:
 
 PUT_GET = QUEUE_KINDS[0].name
 PUT_MANY = QUEUE_KINDS[1].name
+# Issue 11: one at a time at least 2x multiprocessing.Queue (aim: 3x); batches 3x.
+SMALL_TARGETS = ((PUT_GET, "put/get", 2), (PUT_MANY, "put_many/get_many", 3))
 
 
 def speedup(case: Case, name: str, reference: str) -> tuple[float, str]:
@@ -780,12 +782,15 @@ def print_targets(cases: dict[str, Case]) -> None:
     print("\nTargets (speed-up: the other's median time / corepool's; > 1: corepool is faster)")
     small = [cases[k] for k in "ac" if k in cases]
     if small:
-        print("(1) small messages: corepool at least 3x multiprocessing.Queue")
+        print(
+            "(1) small messages: put/get one at a time at least 2x multiprocessing.Queue "
+            "(aim: 3x); put_many/get_many at least 3x"
+        )
         for case in small:
-            for name, short in ((PUT_GET, "put/get"), (PUT_MANY, "put_many/get_many")):
+            for name, short, target in SMALL_TARGETS:
                 factor, text = speedup(case, name, "mp.Queue")
-                verdict = "n/a" if math.isnan(factor) else "met" if factor >= 3 else "NOT met"
-                print(f"    {case.label} {short}: {text}: {verdict}")
+                verdict = "n/a" if math.isnan(factor) else "met" if factor >= target else "NOT met"
+                print(f"    {case.label} {short} (>= {target}x): {text}: {verdict}")
     large = [cases[k] for k in "bd" if k in cases]
     if large:
         print("(2) 64 KB messages: corepool no slower than multiprocessing.Queue")

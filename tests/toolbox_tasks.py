@@ -137,3 +137,73 @@ def sleep_for(seconds: float) -> str:
 
 def thread_count() -> int:
     return threading.active_count()
+
+
+def produce_mixed(queue: corepool.Queue, tag: str, count: int) -> int:
+    """Put ``(tag, index, payload)`` in order, every seventh payload 2 MB (shared memory)."""
+    for index in range(count):
+        queue.put((tag, index, bytes(2_000_000) if index % 7 == 0 else b"x" * (index % 300)))
+    return count
+
+
+def consume_tagged_until_closed(queue: corepool.Queue) -> list[tuple[str, int]]:
+    """The ``(tag, index)`` of each item got, checking the payload's size."""
+    seen = []
+    for tag, index, payload in queue:
+        assert len(payload) == (2_000_000 if index % 7 == 0 else index % 300), index
+        seen.append((tag, index))
+    return seen
+
+
+def die_holding_a_ring_lock(queue: corepool.Queue, side: str) -> None:
+    """Take the queue's put or get lock, as its holders do, and get killed holding it."""
+    from corepool import _ring
+
+    ring = queue._ring
+    if side == "put":
+        lock, holder = ring._put_lock, _ring._PUT_HOLDER
+    else:
+        lock, holder = ring._get_lock, _ring._GET_HOLDER
+    lock.acquire()
+    ring._fields[holder] = os.getpid()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_between_socket_and_ring(queue: corepool.Queue, side: str) -> None:
+    """Get killed in the middle of a socket entry: its message sent, or its entry taken.
+
+    ``put``: the message of a large item is on the queue's socket, its ring
+    entry not written. ``get``: the entry is taken (under the get lock), its
+    message not received.
+    """
+    from corepool import queues
+
+    def die(*_: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if side == "put":
+        send = queues.send_frame
+        queues.send_frame = lambda *args: (send(*args), die())
+        queue.put(bytes(1_000_000))
+    else:
+        queue._ring._receive = die
+        queue.get()
+
+
+def produce_alternating(queue: corepool.Queue, tag: str, count: int) -> int:
+    """Put ``(tag, index, payload)`` in order: even payloads 200 kB (socket entries), odd tiny."""
+    for index in range(count):
+        queue.put((tag, index, bytes(200_000) if index % 2 == 0 else b"x"))
+    return count
+
+
+def consume_tags_until_closed(queue: corepool.Queue) -> list[tuple[str, int]]:
+    """The ``(tag, index)`` of each item got."""
+    return [(tag, index) for tag, index, _ in queue]
+
+
+def get_with_timeout(queue: corepool.Queue, timeout: float) -> Any:
+    try:
+        return queue.get(timeout=timeout)
+    except corepool.QueueClosed as exc:
+        return f"closed: {exc}"

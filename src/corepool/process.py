@@ -23,6 +23,7 @@ from corepool._transport.buffers import DEFAULT_THRESHOLD, open_segments, pack
 from corepool._transport.channel import close_fds
 from corepool._transport.pickling import dumps, loads
 from corepool._transport.status import shared_board
+from corepool._transport.stdlib_objects import sent_as_when_spawning
 from corepool.errors import WorkerDied
 from corepool.options import StartMethod, default_start_method
 
@@ -91,12 +92,16 @@ class Process:
         """
         if self._worker is not None:
             raise RuntimeError(f"Process {self.name!r} can only be started once")
-        items, fds = pack([(self._args, self._kwargs)], DEFAULT_THRESHOLD)
-        try:
-            function, function_fds = pack(self._target, None)
-        except BaseException:
-            close_fds(fds)
-            raise
+        # As the stdlib starts a process with them: its own queues, locks and
+        # pipe ends among the target and its arguments pickle, and their
+        # descriptors travel (plain pickle would copy a Connection's fd number).
+        with sent_as_when_spawning():
+            items, fds = pack([(self._args, self._kwargs)], DEFAULT_THRESHOLD)
+            try:
+                function, function_fds = pack(self._target, None)
+            except BaseException:
+                close_fds(fds)
+                raise
         board = shared_board()
         worker = start_worker(self._method, 0, board.fd)
         worker.slot = board.allocate()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 
 import corepool
 import corepool.multiprocessing as corepool_mp
+import tasks
 
 # The tutorial's programs, as a multiprocessing user writes them (examples/
 # has the same four written with corepool's native API).
@@ -341,6 +343,80 @@ def test_a_lock_and_a_value_travel_in_initargs(start_method: str) -> None:
     with context.Pool(2, _keep, (lock, counter)) as pool:
         pool.map(_bump, range(50))
     assert counter.value == 50
+
+
+def _announce(queue: Any, lock: Any) -> None:
+    with lock:
+        queue.put(os.getpid())
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_the_stdlibs_own_queue_and_lock_travel_in_initargs(method: str) -> None:
+    """As the stdlib spawns a pool's workers with them: a ``multiprocessing.Queue`` and ``Lock``."""
+    context = multiprocessing.get_context(method)
+    queue, lock = context.Queue(), context.Lock()
+    with corepool.Pool(
+        2, start_method=method, initializer=_announce, initargs=(queue, lock)
+    ) as pool:
+        pids = set(pool.map(tasks.pid_of, range(20), chunksize=1))
+        announced = {queue.get(timeout=10) for _ in range(2)}
+    assert announced == pids
+
+
+def _answer_over(conn: Any, queue: Any, lock: Any) -> str:
+    with lock:
+        queue.put(conn.recv())
+    conn.send("answered")
+    return "done"
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_the_stdlibs_own_pipe_queue_and_lock_travel_to_a_corepool_process(method: str) -> None:
+    """As the stdlib starts a process with them (plain pickle copied a Connection's fd number)."""
+    context = multiprocessing.get_context(method)
+    here, there = context.Pipe()
+    queue, lock = context.Queue(), context.Lock()
+    process = corepool.Process(_answer_over, (there, queue, lock), start_method=method)
+    process.start()
+    here.send("asked")
+    assert here.poll(10)
+    assert here.recv() == "answered"
+    assert queue.get(timeout=10) == "asked"
+    assert process.result(timeout=10) == "done"
+
+
+def _reply_over(conn: Any) -> str:
+    asked = conn.recv()
+    conn.send(f"answered {asked}")
+    return "done"
+
+
+def test_the_stdlibs_own_pipe_end_travels_in_a_pool_tasks_arguments(start_method: str) -> None:
+    """Its descriptor rides with the task, as a corepool.Pipe end's does."""
+    here, there = multiprocessing.Pipe()
+    with corepool.Pool(1, start_method=start_method) as pool:
+        future = pool.submit(_reply_over, there)
+        here.send("ping")
+        assert here.poll(10)
+        assert here.recv() == "answered ping"
+        assert future.result(timeout=10) == "done"
+
+
+def test_the_stdlibs_own_pipe_end_pickles_as_before_outside_corepool() -> None:
+    _here, there = multiprocessing.Pipe()
+    copy = pickle.loads(pickle.dumps(there))
+    assert type(copy) is type(there)
+    assert copy.fileno() == there.fileno()  # plain pickle: the same number, as ever
+    copy._handle = None  # not its own descriptor: it must not close it
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="the stdlib refuses a fork-context lock from 3.11 on"
+)
+def test_a_lock_of_the_stdlibs_fork_context_is_refused_as_the_stdlib_refuses_it() -> None:
+    context = multiprocessing.get_context("fork")
+    with pytest.raises(RuntimeError, match="A SemLock created in a fork context"):
+        corepool.Pool(2, initializer=_announce, initargs=(context.Queue(), context.Lock()))
 
 
 # -- Process ------------------------------------------------------------------------

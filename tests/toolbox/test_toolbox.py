@@ -155,12 +155,20 @@ def test_a_pipe_between_the_parent_and_a_process(start_method: str) -> None:
     parent, child = corepool.Pipe()
     process = corepool.Process(toolbox_tasks.echo_over, (child,), start_method=start_method)
     process.start()
-    for message in ["hello", {"n": 1}, list(range(50_000))]:
+    messages = [
+        "hello",
+        {"n": 1},
+        list(range(50_000)),
+        ("ping", 1, 2.5, None, b"x"),  # scalars in a short tuple: pickled plainly
+        ("large", bytes(2_000_000)),  # plain, but past the inline limit: a segment
+        [1, "two", 3.0] * 6,  # too long to look through: the packer
+    ]
+    for message in messages:
         parent.send(message)
         assert parent.poll(10)
         assert parent.recv() == message
     parent.send(None)
-    assert process.result(timeout=10) == 3
+    assert process.result(timeout=10) == len(messages)
     parent.close()
     child.close()
 

@@ -32,7 +32,6 @@ import io
 import mmap
 import os
 import pickle
-import tempfile
 import weakref
 from multiprocessing import reduction
 from typing import Any
@@ -54,6 +53,7 @@ __all__ = [
     "new_shared_segment",
     "open_segments",
     "pack",
+    "packing",
     "split_fds",
 ]
 
@@ -96,6 +96,8 @@ def anonymous_file(name: str, size_bytes: int) -> int:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create(name, os.MFD_CLOEXEC)
     else:
+        import tempfile  # noqa: PLC0415  # only where memfd_create is missing
+
         with tempfile.TemporaryFile(prefix=name) as handle:
             fd = os.dup(handle.fileno())
     os.ftruncate(fd, size_bytes)
@@ -254,6 +256,11 @@ class PassFd:
         if packer is None:
             raise TypeError(self.route_error)
         return _take_fd, (packer.add_descriptor(self.fd), self.route_error)
+
+
+def packing() -> bool:
+    """Whether corepool's transport is pickling in this context (a ``PassFd`` will travel)."""
+    return _packing.get(None) is not None
 
 
 def _reduce_for_multiprocessing(passed: PassFd) -> tuple[Any, ...]:

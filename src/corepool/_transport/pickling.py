@@ -15,7 +15,9 @@ do not overwrite it), as a module's globals keep theirs after import.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copyreg
 import io
 import itertools
 import pickle
@@ -37,6 +39,7 @@ __all__ = [
     "dumps",
     "dumps_by_value",
     "find_unpicklable",
+    "in_process_error",
     "loads",
     "main_namespace",
     "new_main_module",
@@ -88,8 +91,46 @@ class _MainNamespace:
 _MAIN_NAMESPACE = _MainNamespace()
 
 
+class _CodeOfCloudpickle:
+    """A code object that pickles as cloudpickle pickles it (see ``_code_keeping_its_file``)."""
+
+    def __init__(self, code: types.CodeType) -> None:
+        self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        assert _cloudpickle_code_reduce is not None  # else _Pickler never makes one
+        reduced: tuple[Any, ...] = _cloudpickle_code_reduce(self.code)
+        return reduced
+
+
+def _code_in_file(code: types.CodeType, filename: str) -> types.CodeType:
+    """``code`` as compiled from ``filename``, so that tracebacks show its source lines."""
+    return code.replace(co_filename=filename)
+
+
+def _code_keeping_its_file(code: types.CodeType) -> tuple[Any, ...]:
+    """Pickle ``code`` by value as cloudpickle does, but keep its file name.
+
+    cloudpickle names every function it sends by value ``<dynamic-code>``, so
+    a remote traceback through the script's functions shows no source line;
+    the worker, on the same machine, can read the script's file itself.
+    """
+    return _code_in_file, (_CodeOfCloudpickle(code), code.co_filename)
+
+
+_cloudpickle_code_reduce = getattr(cloudpickle.cloudpickle, "_code_reduce", None)
+
+
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle, with the script's functions bound to the receiver's ``main_namespace()``."""
+    """cloudpickle, with the script's functions bound to the receiver's ``main_namespace()``.
+
+    Code sent by value keeps its file name (see ``_code_keeping_its_file``).
+    """
+
+    if _cloudpickle_code_reduce is not None:
+        dispatch_table = collections.ChainMap(
+            {types.CodeType: _code_keeping_its_file}, cloudpickle.Pickler.dispatch_table
+        )
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple[Any, ...]:
         reduced: tuple[Any, ...] = super()._dynamic_function_reduce(func)
@@ -133,6 +174,42 @@ def qualified_type_name(obj: object) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+def _dumps_exception(exc: BaseException) -> bytes:
+    """Pickle ``exc`` for the parent as Python itself pickles exceptions.
+
+    A library may register reducers for every exception type with
+    ``copyreg`` (tblib does, as ``dask.distributed`` imports it), and some
+    rebuild an exception without its ``__init__`` (a ``SystemExit`` then
+    loses its ``code``): those are left out here. The traceback travels as
+    text anyway.
+    """
+    table = {
+        kind: reducer
+        for kind, reducer in copyreg.dispatch_table.items()
+        if not (isinstance(kind, type) and issubclass(kind, BaseException))
+        and kind is not types.TracebackType
+    }
+    stream = io.BytesIO()
+    pickler = pickle.Pickler(stream, PROTOCOL)
+    pickler.dispatch_table = table
+    try:
+        pickler.dump(exc)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return _exception_by_value(exc, table)
+    return stream.getvalue()
+
+
+def _exception_by_value(exc: BaseException, table: dict[Any, Any]) -> bytes:
+    """``exc`` pickled by cloudpickle (it holds lambdas, say), with ``table`` for copyreg's."""
+    stream = io.BytesIO()
+    pickler = _Pickler(stream, PROTOCOL)
+    own = getattr(cloudpickle.cloudpickle, "_dispatch_table", {})
+    code = {types.CodeType: _code_keeping_its_file} if _cloudpickle_code_reduce else {}
+    pickler.dispatch_table = collections.ChainMap(code, own, table)
+    pickler.dump(exc)
+    return stream.getvalue()
+
+
 def remote_error(exc: BaseException, site: ErrorSite = ErrorSite.TASK) -> RemoteError:
     """Package ``exc`` to cross back to the parent, even when it will not pickle.
 
@@ -144,7 +221,7 @@ def remote_error(exc: BaseException, site: ErrorSite = ErrorSite.TASK) -> Remote
     problem = ""
     payload: bytes | None = None
     try:
-        payload = dumps(exc, for_parent=True)
+        payload = _dumps_exception(exc)
     except Exception as failure:
         problem = f"it will not pickle: {qualified_type_name(failure)}: {failure}"
     else:
@@ -160,6 +237,19 @@ def remote_error(exc: BaseException, site: ErrorSite = ErrorSite.TASK) -> Remote
         exception=payload,
         site=site,
         problem=problem,
+    )
+
+
+def in_process_error(exc: BaseException) -> RemoteError:
+    """Package ``exc`` for a caller in this same process: the exception itself, as it is."""
+    return RemoteError(
+        type_name=qualified_type_name(exc),
+        message=str(exc),
+        traceback_text="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        exception=None,
+        site=ErrorSite.TASK,
+        problem="",
+        live=exc,
     )
 
 

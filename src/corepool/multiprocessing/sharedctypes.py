@@ -1,10 +1,10 @@
 """``Value``, ``Array``, ``RawValue``, ``RawArray``: ctypes objects in corepool's shared memory.
 
 Runs in every process that holds one. Each object is a ctypes instance laid
-over a ``corepool.sync.SharedBlock`` (an anonymous shared segment), of a
-subclass of its own ctypes type that pickles as a handle to that block:
-like the stdlib's, the memory is shared, never copied; unlike the stdlib's,
-it also travels to pool tasks and back. ``Value`` and ``Array`` wrap it in
+over a ``SharedBlock`` (``_transport/semaphores.py``: an anonymous shared
+segment), of a subclass of its own ctypes type that pickles as a handle to
+that block: like the stdlib's, the memory is shared, never copied; unlike
+the stdlib's, it also travels to pool tasks and back. ``Value`` and ``Array`` wrap it in
 the stdlib's own synchronized wrappers (``get_lock``, ``get_obj``, locked
 ``value`` and slicing), with a corepool ``RLock`` by default.
 """
@@ -17,7 +17,8 @@ import multiprocessing.sharedctypes as _stdlib_sharedctypes
 from collections.abc import Sequence
 from typing import Any
 
-from corepool.sync import RLock, SharedBlock
+from corepool._transport.semaphores import SharedBlock
+from corepool.sync import RLock
 
 __all__ = ["Array", "RawArray", "RawValue", "Value", "synchronized"]
 

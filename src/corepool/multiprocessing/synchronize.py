@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import corepool.sync
+from corepool._transport.semaphores import SharedBlock
 from corepool.sync import Barrier, BoundedSemaphore, Condition, Lock, RLock, Semaphore
 
 __all__ = ["Barrier", "BoundedSemaphore", "Condition", "Event", "Lock", "RLock", "Semaphore"]
@@ -28,7 +29,7 @@ class Event(corepool.sync.Event):
         return _rebuild_event, (self._condition, self._block)
 
 
-def _rebuild_event(condition: Condition, block: corepool.sync.SharedBlock) -> Event:
+def _rebuild_event(condition: Condition, block: SharedBlock) -> Event:
     event = Event.__new__(Event)
     event._condition = condition
     event._block = block
