@@ -160,3 +160,10 @@ class Box:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+def report_pid_then_sleep(queue: Any, seconds: float, x: Any) -> Any:
+    """Put this worker's pid in ``queue``, then sleep: a running task that says where it runs."""
+    queue.put(os.getpid())
+    time.sleep(seconds)
+    return x

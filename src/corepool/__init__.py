@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from corepool.process import Process
     from corepool.queues import Connection, Pipe, Queue
     from corepool.shared import SharedArray
+    from corepool.stats import BytesMoved, CallStats, PoolStats, TimeSpent
     from corepool.sync import (
         Barrier,
         BoundedSemaphore,
@@ -70,6 +71,7 @@ _HOMES = {
     "Pipe": "corepool.queues",
     "Queue": "corepool.queues",
     "SharedArray": "corepool.shared",
+    **dict.fromkeys(("BytesMoved", "CallStats", "PoolStats", "TimeSpent"), "corepool.stats"),
     **dict.fromkeys(
         (
             "Barrier",
@@ -90,6 +92,8 @@ __all__ = [
     "BackendError",
     "Barrier",
     "BoundedSemaphore",
+    "BytesMoved",
+    "CallStats",
     "Condition",
     "Connection",
     "Counter",
@@ -102,6 +106,7 @@ __all__ = [
     "PoolClosed",
     "PoolError",
     "PoolOptions",
+    "PoolStats",
     "Process",
     "Queue",
     "QueueClosed",
@@ -111,6 +116,7 @@ __all__ = [
     "SerializationError",
     "SharedArray",
     "TaskTimeout",
+    "TimeSpent",
     "Value",
     "WorkerDied",
     "__version__",

@@ -146,6 +146,11 @@ def _culprit_type(item: Any, mode: CallMode) -> str:
 def task_error(job_name: str, index: int, item: Any, remote: RemoteError) -> BaseException:
     """Turn a worker's ``RemoteError`` (of task ``index``, run on ``item``) into the caller's."""
     where = f"task {index} of {job_name}"
+    if remote.live is not None:
+        # Raised in this process (a thread): the very exception, with its own
+        # traceback and cause, as ThreadPoolExecutor hands it back.
+        add_note(remote.live, f"raised by {where}, item {_short_repr.repr(item)}")
+        return remote.live
     if remote.site is ErrorSite.TASK and remote.exception is not None:
         try:
             exc: BaseException = loads(remote.exception)

@@ -24,7 +24,6 @@ import struct
 import sys
 from typing import NoReturn
 
-from corepool import _worker
 from corepool._transport.channel import recv_exactly
 from corepool._transport.pickling import loads
 
@@ -37,6 +36,10 @@ EXIT_STATUS = struct.Struct("i")
 def serve(ctrl_fd: int) -> None:
     """Serve fork requests on ``ctrl_fd`` until the parent hangs up."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The worker's code, once, before any fork (the parent imports this
+    # module for its constants only, and so not the worker's code).
+    importlib.import_module("corepool._worker")
+
     ctrl = socket.socket(fileno=ctrl_fd)
     size = PID.unpack(recv_exactly(ctrl, PID.size))[0]
     sys_path, preload = loads(recv_exactly(ctrl, size))
@@ -69,6 +72,8 @@ def serve(ctrl_fd: int) -> None:
 
 
 def _become_worker(fds: list[int], inherited: list[int]) -> NoReturn:
+    from corepool import _worker  # noqa: PLC0415  # imported by serve() already
+
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for fd in inherited:

@@ -3,8 +3,8 @@
 Runs in the parent. The scheduler thread owns every ``Job``; the caller's
 thread reaches one only through two small handshake objects: a ``Window``
 (how far a lazy call may read ahead of its consumer) and a ``Feed`` (the
-input of ``submit`` calls, which closes when it runs dry). Imports ``_backends.base``,
-``_chunking``, ``_protocol`` and ``_transport``.
+input of ``submit`` calls, which closes when it runs dry). Imports ``_stats``,
+``_backends.base``, ``_chunking``, ``_protocol`` and ``_transport``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, Union
 
-from corepool._backends.base import Chunk
+from corepool._backends.base import Chunk, ChunkResults
 from corepool._chunking import Chunker
 from corepool._protocol import CallMode
-from corepool._transport.buffers import Payload
+from corepool._stats import CallCounters
 
 __all__ = [
     "Aborted",
@@ -42,7 +42,7 @@ class Results(NamedTuple):
     """The results of the tasks at ``indices``; ``errors`` maps a position to its error."""
 
     indices: Sequence[int]
-    payload: Payload
+    payload: ChunkResults
     errors: dict[int, BaseException] | None
 
 
@@ -124,13 +124,16 @@ class Window:
     def bytes_per_task(self) -> float:
         return self._bytes / self._measured if self._measured else 0.0
 
-    def room(self) -> int:
-        """How many tasks may be read now (at least 1 while ``admits``)."""
+    def room(self, parts: int = 1) -> int:
+        """How many tasks may be read now (at least 1 while ``admits``), and at most
+        ``1 / parts`` of the whole window: a chunk that leaves room for others, so
+        that every worker has one while the consumer takes the results of another."""
         ahead = self._pulled - self._consumed
-        tasks = self.max_tasks - ahead
+        tasks = min(self.max_tasks - ahead, self.max_tasks // parts)
         per_task = self.bytes_per_task
         if per_task > 0:
-            tasks = min(tasks, int((self.max_bytes - ahead * per_task) / per_task))
+            left = (self.max_bytes - ahead * per_task) / per_task
+            tasks = min(tasks, int(left), int(self.max_bytes / parts / per_task))
         return max(1, tasks)
 
     def admits(self) -> bool:
@@ -198,6 +201,7 @@ class Job:
         source: Iterator[Any],
         chunker: Chunker,
         sink: Sink,
+        stats: CallCounters,
         window: Window | None = None,
         feed: Feed | None = None,
         task_timeout: float | None = None,
@@ -212,6 +216,7 @@ class Job:
         self.source = source
         self.chunker = chunker
         self.sink = sink
+        self.stats = stats  # what Pool.stats() and the call's own stats count
         self.window = window  # None: read the input as fast as workers take it
         self.feed = feed  # None: the input ends when ``source`` does
         self.task_timeout = task_timeout

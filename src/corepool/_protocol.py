@@ -129,6 +129,9 @@ class RemoteError(NamedTuple):
     exception: bytes | None  # the pickled exception; None when it could not cross
     site: ErrorSite
     problem: str  # why the exception could not cross, or ""
+    # The exception itself, where it never crosses (the thread backend);
+    # always None on the wire.
+    live: BaseException | None = None
 
 
 class Ready(NamedTuple):

@@ -1,7 +1,8 @@
-"""What becomes of a chunk's tasks when the worker running it dies: a pure function.
+"""What becomes of a chunk's tasks when its worker dies or some of them go round again.
 
-Runs in the parent (the scheduler thread calls it). Imports nothing of
-corepool, so it is tested on its own (tests/unit/test_recovery.py).
+Runs in the parent (the scheduler thread calls it). Pure functions, which
+import only the records of ``_backends.base`` and ``_protocol``, so they are
+tested on their own (tests/unit/test_scheduling.py).
 
 A worker that dies was running one task of its head chunk, at the position
 its status slot names, or none (it died between tasks, or while decoding).
@@ -13,9 +14,13 @@ fault names itself when it kills its worker again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["MAX_SILENT_LOSSES", "Recovery", "plan_recovery"]
+from corepool._backends.base import ChunkFinished, ChunkResults, Values
+from corepool._protocol import ErrorSite
+
+__all__ = ["MAX_SILENT_LOSSES", "Recovery", "plan_recovery", "results_without", "undecodable"]
 
 # A chunk lost this many times with no task running (the worker died while
 # decoding it, say) is failed rather than sent out again.
@@ -57,3 +62,33 @@ def plan_recovery(*, tasks: int, stride: int, position: int | None, silent_losse
         return Recovery(rerun=[[p] for p in suspects] + ([rest] if rest else []), blamed=[])
     rest = [p for p in everything if p != position]
     return Recovery(rerun=[rest] if rest else [], blamed=[position])
+
+
+def results_without(
+    indices: Sequence[int],
+    payload: ChunkResults,
+    errors: dict[int, BaseException],
+    dropped: Sequence[int],
+) -> tuple[list[int], Values, dict[int, BaseException]]:
+    """The results of a chunk less the tasks at ``dropped`` (they will be tried again).
+
+    Unpickles the results here: only done when a task is retried.
+    """
+    keep = [p for p in range(len(indices)) if p not in set(dropped)]
+    values = payload.load()
+    renumber = {old: new for new, old in enumerate(keep)}
+    return (
+        [indices[p] for p in keep],
+        Values([values[p] for p in keep], payload.nbytes),
+        {renumber[p]: error for p, error in errors.items() if p in renumber},
+    )
+
+
+def undecodable(event: ChunkFinished) -> bool:
+    """Every task of the chunk failed to decode: one bad argument spoiled them all."""
+    errors = event.errors
+    return (
+        errors is not None
+        and len(errors) == len(event.chunk)
+        and all(error.site is ErrorSite.ARGUMENTS for error in errors.values())
+    )

@@ -1,6 +1,6 @@
 """The scheduler: one thread per pool that feeds workers and routes results.
 
-Runs in the parent. Imports ``_jobs``, ``_recovery``, ``_failures``,
+Runs in the parent. Imports ``_jobs``, ``_stats``, ``_recovery``, ``_failures``,
 ``_backends``, ``_chunking``, ``_protocol``, ``_transport`` and ``errors``;
 never ``pool``.
 
@@ -30,12 +30,11 @@ jobs that may make one wait in a ready queue, never found by a scan.
 from __future__ import annotations
 
 import collections
-import contextlib
 import enum
 import itertools
 import logging
-import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +44,7 @@ from corepool._backends.base import (
     ChunkFinished,
     Event,
     WorkerLost,
+    WorkerReady,
 )
 from corepool._failures import (
     add_note,
@@ -63,10 +63,11 @@ from corepool._jobs import (
     Results,
     TaskFailed,
 )
-from corepool._protocol import CallMode, ErrorSite
-from corepool._recovery import plan_recovery
-from corepool._transport.buffers import Payload
+from corepool._protocol import CallMode
+from corepool._recovery import plan_recovery, results_without, undecodable
+from corepool._stats import PoolCounters
 from corepool._transport.pickling import dumps, qualified_type_name
+from corepool._wakeup import WakeupPipe
 from corepool.errors import PoolClosed, PoolError
 
 __all__ = ["Scheduler"]
@@ -84,22 +85,17 @@ class _State(enum.Enum):
 class Scheduler:
     """Owns the scheduler thread and, through it, the backend."""
 
-    def __init__(self, backend: Backend, *, name: str) -> None:
+    def __init__(self, backend: Backend, *, name: str, stats: PoolCounters) -> None:
         self._backend = backend
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        # Guards the wakeup pipe's closing: once closed, its numbers may be
-        # reused by anyone (a ProcessPoolExecutor's pipe, say), and a stray
-        # wake() must not write into that.
-        self._wake_lock = threading.Lock()
-        self._wake_closed = False
-        # A byte is in the wakeup pipe: further wake() calls need not write.
-        self._wake_pending = False
+        self._stats = stats  # counted here, in the scheduler thread only
+        self._wakeup = WakeupPipe()
         # What callers hand the scheduler thread, which alone touches jobs.
         self._incoming: collections.deque[Job] = collections.deque()
         self._resumed: collections.deque[Job] = collections.deque()
-        self._cancelled: collections.deque[Job] = collections.deque()
+        self._cancelled: collections.deque[tuple[Job, bool]] = collections.deque()
         self._stops: collections.deque[tuple[Job, int]] = collections.deque()
+        # Callers waiting for one turn of dispatch (see settle()).
+        self._settling: collections.deque[threading.Event] = collections.deque()
         self._jobs: dict[int, Job] = {}
         # Jobs that may make a chunk now, served round-robin.
         self._ready: collections.deque[Job] = collections.deque()
@@ -127,9 +123,13 @@ class Scheduler:
             self._incoming.append(job)
         self.wake()
 
-    def cancel(self, job: Job) -> None:
-        """Stop making chunks for ``job`` and drop what it has yet to deliver."""
-        self._cancelled.append(job)
+    def cancel(self, job: Job, *, stop_running: bool = False) -> None:
+        """Stop making chunks for ``job`` and drop what it has yet to deliver.
+
+        ``stop_running``: also kill (and replace) the workers running its tasks
+        (asyncio cancellation); otherwise they finish, unheard.
+        """
+        self._cancelled.append((job, stop_running))
         self.wake()
 
     def stop_task(self, job: Job, index: int) -> None:
@@ -145,16 +145,25 @@ class Scheduler:
         self._resumed.append(job)
         self.wake()
 
+    def settle(self) -> None:
+        """Return once the workers have taken what they can take now.
+
+        After this, the calls still queued are those no worker would start
+        yet (``shutdown(cancel_futures=True)`` cancels them), even when the
+        pool is still starting its workers. Returns at once if the scheduler
+        has stopped.
+        """
+        settled = threading.Event()
+        with self._state_lock:
+            if self._state is _State.STOPPED:
+                return
+            self._settling.append(settled)
+        self.wake()
+        settled.wait()
+
     def wake(self) -> None:
         """Wake the scheduler thread; one system call per wake-up, however many callers ask."""
-        if self._wake_pending:  # a byte waits in the pipe: the scheduler will read its queues
-            return
-        with self._wake_lock:
-            if self._wake_closed:
-                return
-            self._wake_pending = True
-            with contextlib.suppress(BlockingIOError):  # full: the scheduler is awake already
-                os.write(self._wake_w, b"\0")
+        self._wakeup.ring()
 
     def close(self) -> None:
         """Finish every queued job, then stop the workers; idempotent."""
@@ -192,9 +201,12 @@ class Scheduler:
             self._backend.start()
             while True:
                 self._accept()
+                self._stats.note_active(bool(self._jobs))
                 if self._state is _State.TERMINATING:
                     break
                 self._dispatch()
+                while self._settling:
+                    self._settling.popleft().set()
                 if self._state is _State.CLOSING and not self._jobs and self._backend.is_idle():
                     graceful = True
                     break
@@ -211,13 +223,9 @@ class Scheduler:
         they hold) are let go of when it returns, not kept by the loop until
         the next wake-up.
         """
-        events, woken = self._backend.wait(self._wake_r, None)
+        events, woken = self._backend.wait(self._wakeup.fileno(), None)
         if woken:
-            # Drain first, then lower the flag: lowered first, a wake() in
-            # between would write a byte that this read swallows while the
-            # flag stays up, and every later wake() would be skipped.
-            os.read(self._wake_r, 4096)
-            self._wake_pending = False
+            self._wakeup.drain()
         for event in events:
             self._handle(event)
 
@@ -237,6 +245,8 @@ class Scheduler:
     def _stop(self, graceful: bool) -> None:
         with self._state_lock:
             self._state = _State.STOPPED
+            while self._settling:
+                self._settling.popleft().set()
         reason = self._broken or PoolClosed(
             "the pool was terminated before this call finished"
             if self._terminated
@@ -244,15 +254,14 @@ class Scheduler:
         )
         for job in [*self._jobs.values(), *self._incoming]:
             job.sink.deliver(Aborted(reason))
+            job.stats.end()
+        self._stats.stop()
         self._jobs.clear()
         self._incoming.clear()
         try:
             self._backend.shutdown(graceful=graceful)
         finally:
-            with self._wake_lock:
-                self._wake_closed = True
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+            self._wakeup.close()
 
     def _accept(self) -> None:
         """Take in what callers handed over since the last turn of the loop."""
@@ -266,7 +275,10 @@ class Scheduler:
                 job.state = JobState.PULLING
             self._make_ready(job)
         while self._cancelled:
-            self._cancel(self._cancelled.popleft())
+            job, stop_running = self._cancelled.popleft()
+            if stop_running and job.id in self._jobs:
+                self._backend.stop_job(job.id)
+            self._cancel(job)
         while self._stops:
             job, index = self._stops.popleft()
             if job.id in self._jobs:
@@ -308,7 +320,7 @@ class Scheduler:
         if job.requeued:
             chunk = job.requeued.popleft()
             if budget is not None and len(chunk) > budget:
-                job.requeued.appendleft(self._split(chunk, budget))
+                job.requeued.appendleft(chunk.split_off(next(self._chunk_ids), budget))
             return chunk
         if job.state is JobState.PULLING:
             return self._pull(job, budget)
@@ -320,7 +332,13 @@ class Scheduler:
             self._ready.append(job)
 
     def _requeue(self, job: Job, chunk: Chunk) -> None:
-        """Run ``chunk`` again, ahead of the job's new chunks."""
+        """Run ``chunk`` again, ahead of the job's new chunks, less the tasks stopped meanwhile."""
+        if job.stopped:
+            kept = [p for p, index in enumerate(chunk.indices) if index not in job.stopped]
+            if not kept:
+                return
+            if len(kept) < len(chunk):
+                chunk = chunk.subset(next(self._chunk_ids), kept)
         job.requeued.appendleft(chunk)
         self._make_ready(job)
 
@@ -333,7 +351,9 @@ class Scheduler:
         if budget is not None:
             size = min(size, budget)
         if window is not None:
-            size = min(size, window.room())
+            # Two chunks per worker fit in the window: with one chunk filling
+            # it, workers would take turns, idle while the consumer catches up.
+            size = min(size, window.room(parts=2 * self._backend.workers))
         items: list[Any] = []
         failure: Exception | None = None
         try:
@@ -379,35 +399,15 @@ class Scheduler:
             return 1
         return job.chunker.stride()
 
-    def _split(self, chunk: Chunk, size: int) -> Chunk:
-        """Cut ``chunk`` down to its first ``size`` tasks; return the rest as a new chunk."""
-        rest = chunk.derive(
-            next(self._chunk_ids), chunk.indices[size:], chunk.items[size:], chunk.stride
-        )
-        chunk.indices = chunk.indices[:size]
-        chunk.items = chunk.items[:size]
-        return rest
-
-    def _subset(self, chunk: Chunk, positions: Sequence[int]) -> Chunk:
-        """A new chunk of the tasks of ``chunk`` at ``positions``.
-
-        A lone task gets stride 1: were it to kill its worker again, it must be
-        blamed, not split once more (which looped forever).
-        """
-        return chunk.derive(
-            next(self._chunk_ids),
-            [chunk.indices[p] for p in positions],
-            [chunk.items[p] for p in positions],
-            chunk.stride if len(positions) > 1 else 1,
-        )
-
     def _send(self, worker_id: int, chunk: Chunk) -> None:
         job = self._jobs[chunk.job_id]
+        started = time.perf_counter()
         try:
             nbytes = self._backend.send(worker_id, chunk)
         except Exception as exc:
             self._fail_unpicklable(job, chunk, exc)
             return
+        job.stats.sent(chunk, time.perf_counter() - started)
         job.in_flight += 1
         if chunk.fresh:
             chunk.fresh = False
@@ -430,6 +430,7 @@ class Scheduler:
                         ),
                     )
                 )
+                job.stats.delivered(0, 1)
             else:
                 keep.append(position)
         if len(keep) == len(chunk.items):  # no single item is at fault: the function is
@@ -437,7 +438,7 @@ class Scheduler:
             self._cancel(job)
             return
         if keep:
-            self._requeue(job, self._subset(chunk, keep))
+            self._requeue(job, chunk.subset(next(self._chunk_ids), keep))
         self._settle(job)
 
     # -- a job's end -----------------------------------------------------------
@@ -451,6 +452,7 @@ class Scheduler:
         """Forget a job that is over (and tell its sink, if it ran to its end)."""
         if not job.is_over:
             return
+        job.stats.end()
         if job.state is JobState.DRAINED:
             job.sink.deliver(Finished(job.pulled))
         if self._jobs.pop(job.id, None) is not None:
@@ -463,12 +465,15 @@ class Scheduler:
             self._finished(event)
         elif isinstance(event, WorkerLost):
             self._lost(event)
+        elif isinstance(event, WorkerReady):
+            self._stats.worker_ready(event.startup_s)
         else:
             raise initializer_error(event.worker_id, event.error)
 
     def _finished(self, event: ChunkFinished) -> None:
         chunk = event.chunk
         job = self._jobs.get(chunk.job_id)
+        self._stats.chunk_finished(event, job.stats if job is not None else None)
         if job is None:
             return
         job.in_flight -= 1
@@ -477,11 +482,11 @@ class Scheduler:
             job.window.measure(0, event.payload.nbytes)
         if job.state is JobState.CANCELLED:
             pass
-        elif _undecodable(event) and len(chunk) > 1:
+        elif undecodable(event) and len(chunk) > 1:
             # One bad argument spoils the whole chunk's decoding: run each task
             # alone to learn which one it was.
             for position in reversed(range(len(chunk))):
-                self._requeue(job, self._subset(chunk, [position]))
+                self._requeue(job, chunk.subset(next(self._chunk_ids), [position]))
         else:
             self._deliver_results(job, chunk, event)
         self._settle(job)
@@ -505,15 +510,20 @@ class Scheduler:
                 if isinstance(error, job.retry_on) and self._retry(job, chunk, position)
             ]
             if retried:
-                indices, payload, errors = _without(indices, payload, errors, retried)
+                indices, payload, errors = results_without(indices, payload, errors, retried)
             for position, error in errors.items():
                 attempts = job.attempts.get(indices[position], 1)
                 if attempts > 1:
                     add_note(error, f"the task was tried {attempts} times")
         if indices:
             job.sink.deliver(Results(indices, payload, errors))
+            failed = len(errors) if errors else 0
+            job.stats.delivered(len(indices) - failed, failed)
 
     def _lost(self, event: WorkerLost) -> None:
+        self._stats.worker_died(
+            self._jobs[chunk.job_id].stats for chunk in event.chunks if chunk.job_id in self._jobs
+        )
         # Last first: each requeue goes to the front, so the chunks keep their order.
         for number, chunk in reversed(list(enumerate(event.chunks))):
             job = self._jobs.get(chunk.job_id)
@@ -542,7 +552,7 @@ class Scheduler:
         )
         for positions in reversed(plan.rerun):
             whole = len(positions) == len(chunk)  # the same chunk keeps its count of losses
-            self._requeue(job, chunk if whole else self._subset(chunk, positions))
+            self._requeue(job, chunk if whole else chunk.subset(next(self._chunk_ids), positions))
         for position in plan.blamed:
             self._blame(job, chunk, position, event)
 
@@ -561,6 +571,7 @@ class Scheduler:
             replaced=self._state is _State.RUNNING,
         )
         job.sink.deliver(TaskFailed(index, error))
+        job.stats.delivered(0, 1)
 
     def _retry(self, job: Job, chunk: Chunk, position: int) -> bool:
         """Queue the task at ``position`` again if ``retries`` allow; say whether it was."""
@@ -569,35 +580,7 @@ class Scheduler:
         if attempts > job.retries:
             return False
         job.attempts[index] = attempts + 1
-        self._requeue(job, self._subset(chunk, [position]))
+        job.stats.retried()
+        self._requeue(job, chunk.subset(next(self._chunk_ids), [position]))
         logger.debug("task %d of %s: attempt %d", index, job.name, attempts + 1)
         return True
-
-
-def _without(
-    indices: Sequence[int],
-    payload: Payload,
-    errors: dict[int, BaseException],
-    dropped: Sequence[int],
-) -> tuple[list[int], Payload, dict[int, BaseException]]:
-    """The results of a chunk less the tasks at ``dropped`` (they will be tried again).
-
-    Unpickles and pickles the results again: only done when a task is retried.
-    """
-    keep = [p for p in range(len(indices)) if p not in set(dropped)]
-    values = payload.load()
-    renumber = {old: new for new, old in enumerate(keep)}
-    return (
-        [indices[p] for p in keep],
-        Payload.of([values[p] for p in keep]),
-        {renumber[p]: error for p, error in errors.items() if p in renumber},
-    )
-
-
-def _undecodable(event: ChunkFinished) -> bool:
-    errors = event.errors
-    return (
-        errors is not None
-        and len(errors) == len(event.chunk)
-        and all(error.site is ErrorSite.ARGUMENTS for error in errors.values())
-    )

@@ -28,10 +28,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import NamedTuple
 
-from corepool import _forkserver, _worker
+from corepool import _forkserver
 from corepool._protocol import THREAD_VARIABLES, Packed, WorkerConfig
 from corepool._transport import exit_hooks
 from corepool._transport.channel import Channel, recv_exactly
@@ -57,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 # The folder that holds the corepool package, so that a fresh interpreter can
 # import it even when corepool is not installed (run from a source checkout).
-_IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
+_IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 # How long the fork server may take to start (a cold interpreter on a busy machine).
 _START_TIMEOUT_S = 30.0
 
@@ -164,11 +163,19 @@ class WorkerProcess:
         return self.exitcode() is None
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
-        """Send ``signum`` unless the process is known to have ended (its pid may be reused)."""
+        """Send ``signum`` unless the process is known to have ended.
+
+        On Linux the signal goes through the pidfd, which names this very
+        process: once it is reaped, its pid may belong to another, and a
+        signal sent by pid could reach that one.
+        """
         if self._ended:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signum)
+            if self.sentinel is not None:
+                signal.pidfd_send_signal(self.sentinel, signum)
+            else:
+                os.kill(self.pid, signum)
 
     def hang_up(self) -> None:
         """Close the connection: a waiting worker sees EOF and exits."""
@@ -276,6 +283,8 @@ def _fork(
     board_fd: int,
     setup: WorkerSetup,
 ) -> WorkerProcess:
+    from corepool import _worker  # noqa: PLC0415  # the parent itself never needs it
+
     pid = os.fork()
     if pid == 0:
         parent_sock.close()

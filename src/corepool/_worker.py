@@ -7,6 +7,7 @@ a fresh interpreter). It imports only ``_protocol``, ``_transport`` and
 
 from __future__ import annotations
 
+import array
 import contextlib
 import importlib
 import itertools
@@ -25,6 +26,7 @@ from typing import Any, NoReturn
 
 from corepool._protocol import (
     STATUS_CHUNK,
+    STATUS_FIELDS,
     STATUS_IDLE,
     STATUS_POSITION,
     STATUS_STARTED,
@@ -46,6 +48,7 @@ from corepool._transport.channel import Channel
 from corepool._transport.pickling import (
     describe_unpicklable,
     dumps,
+    in_process_error,
     loads,
     new_main_module,
     qualified_type_name,
@@ -53,7 +56,15 @@ from corepool._transport.pickling import (
 )
 from corepool._transport.status import StatusBoard
 
-__all__ = ["serve", "serve_and_exit", "worker_state"]
+__all__ = [
+    "Outcome",
+    "give_thread_state",
+    "run_detached_chunk",
+    "run_tasks",
+    "serve",
+    "serve_and_exit",
+    "worker_state",
+]
 
 _state: dict[str, Any] = {}
 _thread_state = threading.local()
@@ -68,6 +79,11 @@ def worker_state() -> dict[str, Any]:
     """
     state: dict[str, Any] | None = getattr(_thread_state, "state", None)
     return _state if state is None else state
+
+
+def give_thread_state(state: dict[str, Any]) -> None:
+    """Make ``state`` what ``worker_state()`` returns in the calling thread (a thread worker)."""
+    _thread_state.state = state
 
 
 def serve_and_exit(conn_fd: int, board_fd: int) -> NoReturn:
@@ -114,6 +130,7 @@ def serve(conn_fd: int, board_fd: int) -> int:
         name="corepool-parent-watch",
         daemon=True,
     ).start()
+    exit_hooks.register(_flush_stdlib_queues, exit_hooks.Stage.FLUSH)
     if not _configure(conn, config, message.fds):
         return 1
     return _loop(conn, board.slot(config.slot))
@@ -167,10 +184,35 @@ def _configure(conn: Channel, config: WorkerConfig, fds: list[int]) -> bool:
             initializer, initargs = setup.load()
             initializer(*initargs)
     except BaseException as exc:
-        conn.send(dumps(InitFailed(os.getpid(), remote_error(exc))))
+        error = remote_error(exc)
+        # What the initializer logged to a stdlib Queue reaches it before the
+        # parent, told of the failure, stops this worker.
+        _flush_stdlib_queues()
+        _tell(conn, InitFailed(os.getpid(), error))
         return False
-    conn.send(dumps(Ready(os.getpid())))
+    return _tell(conn, Ready(os.getpid()))
+
+
+def _tell(conn: Channel, message: Ready | InitFailed) -> bool:
+    """Send ``message``; ``False`` if the parent has hung up (its pool stopped as this started)."""
+    try:
+        conn.send(dumps(message))
+    except (BrokenPipeError, ConnectionResetError):
+        return False
     return True
+
+
+def _flush_stdlib_queues() -> None:
+    """Send what this process put on the stdlib's own queues, as its processes do at exit.
+
+    The stdlib's finalizers join each queue's feeder thread once its buffer
+    is sent; each runs only in the process that registered it, so those a
+    forked worker inherited from the parent do nothing here.
+    """
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util._run_finalizers(0)
+        util._run_finalizers()
 
 
 # Modules that load BLAS or OpenMP thread pools.
@@ -255,12 +297,8 @@ def _run_chunk(
     status[STATUS_CHUNK] = message.chunk_id
     if message.timed:
         results, errors = _call_each_timed(fn, message.mode, items, status, catching)
-    elif message.stride > 1 and message.mode is not CallMode.CALL:
-        results, errors = _call_in_strides(
-            fn, message.mode, items, message.stride, status, catching
-        )
     else:
-        results, errors = _call_each(fn, message.mode, items, status, catching)
+        results, errors = run_tasks(fn, message.mode, items, message.stride, status, catching)
     status[STATUS_CHUNK] = STATUS_IDLE
     computed = time.perf_counter()
     return _encode_done(
@@ -277,12 +315,61 @@ def _run_chunk(
 Outcome = tuple[list[Any], dict[int, RemoteError] | None]
 
 
+def run_tasks(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    items: list[Any],
+    stride: int,
+    status: memoryview,
+    catching: type[BaseException],
+    *,
+    in_process: bool = False,
+) -> Outcome:
+    """Run every task of a chunk: each one tracked in ``status``, or a stride at a time.
+
+    Each result is in its task's place; an error leaves ``None`` there and
+    its ``RemoteError`` in the dict, by position. Thread and cluster
+    backends run their chunks through this too; ``in_process`` (threads)
+    keeps each exception itself in its ``RemoteError`` instead of a pickle.
+    """
+    record = _record_live if in_process else _record
+    if stride > 1 and mode is not CallMode.CALL:
+        return _call_in_strides(fn, mode, items, stride, status, catching, record)
+    return _call_each(fn, mode, items, status, catching, record)
+
+
+def run_detached_chunk(
+    fn: Callable[..., Any], mode: CallMode, items: list[Any], stride: int
+) -> bytes:
+    """Run a chunk with no parent connection (a cluster's worker); return its pickled ``ChunkDone``.
+
+    Whatever a task raises is its error, ``SystemExit`` included: the
+    process belongs to the cluster, not to the task. Results are pickled
+    here as a worker pickles them (a result that will not pickle becomes its
+    task's ``SerializationError``), every buffer in band.
+    """
+    started = time.perf_counter()
+    status = memoryview(array.array("q", [STATUS_IDLE] * STATUS_FIELDS))
+    results, errors = run_tasks(fn, mode, items, stride, status, BaseException)
+    computed = time.perf_counter()
+    done, _ = _encode_done(
+        0,
+        results,
+        errors,
+        compute_s=computed - started,
+        computed_at=computed,
+        catching=BaseException,
+    )
+    return done
+
+
 def _call_each(
     fn: Callable[..., Any],
     mode: CallMode,
     items: list[Any],
     status: memoryview,
     catching: type[BaseException],
+    record: Recorder,
 ) -> Outcome:
     """Run every task, writing its position to the status slot before each call.
 
@@ -300,21 +387,21 @@ def _call_each(
             try:
                 append(fn(item))
             except catching as exc:
-                errors = _record(errors, position, exc, append)
+                errors = record(errors, position, exc, append)
     elif mode is CallMode.STAR:
         for position, args in enumerate(items):
             status[STATUS_POSITION] = position
             try:
                 append(fn(*args))
             except catching as exc:
-                errors = _record(errors, position, exc, append)
+                errors = record(errors, position, exc, append)
     else:
         for position, (args, kwargs) in enumerate(items):
             status[STATUS_POSITION] = position
             try:
                 append(fn(*args, **kwargs))
             except catching as exc:
-                errors = _record(errors, position, exc, append)
+                errors = record(errors, position, exc, append)
     return results, errors
 
 
@@ -361,6 +448,25 @@ def _record(
     return errors
 
 
+def _record_live(
+    errors: dict[int, RemoteError] | None,
+    position: int,
+    exc: BaseException,
+    append: Callable[[Any], None],
+) -> dict[int, RemoteError]:
+    """As ``_record``, keeping the exception itself: it never leaves this process."""
+    errors = errors or {}
+    errors[position] = in_process_error(exc)
+    append(None)
+    return errors
+
+
+Recorder = Callable[
+    [dict[int, RemoteError] | None, int, BaseException, Callable[[Any], None]],
+    dict[int, RemoteError],
+]
+
+
 def _call_in_strides(
     fn: Callable[..., Any],
     mode: CallMode,
@@ -368,6 +474,7 @@ def _call_in_strides(
     stride: int,
     status: memoryview,
     catching: type[BaseException],
+    record: Recorder,
 ) -> Outcome:
     """Run tasks ``stride`` at a time through C-level ``map``, writing one position per stride.
 
@@ -388,7 +495,7 @@ def _call_in_strides(
             start = stop
         except catching as exc:
             failed = len(results)  # extend() kept the results before the failure
-            errors = _record(errors, failed, exc, results.append)
+            errors = record(errors, failed, exc, results.append)
             start = failed + 1
     return results, errors
 

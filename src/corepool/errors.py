@@ -1,6 +1,6 @@
 """Every exception a corepool user may catch.
 
-::
+The tree, and the standard library's exception each one also is:
 
     PoolError(Exception)                     also a ...
     ├─ WorkerDied          .worker_id ...    concurrent.futures.process.BrokenProcessPool

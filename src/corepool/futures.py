@@ -1,7 +1,7 @@
 """``concurrent.futures``, done right: the same names and contract, on corepool's engine.
 
 Change one import line and code written for the standard library runs
-unchanged::
+unchanged:
 
     from corepool.futures import ProcessPoolExecutor, as_completed
 
@@ -44,6 +44,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from corepool import pool as _pool
+from corepool._pending import is_exiting
 from corepool._protocol import CallMode
 from corepool._results import ResultStream
 from corepool.options import START_METHODS, MapOptions, StartMethod
@@ -280,7 +281,7 @@ class ProcessPoolExecutor(Executor):
             >>> executor.submit(pow, 2, 10).result()
             1024
         """
-        if _pool.is_exiting():
+        if is_exiting():
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         return self._pool._submit(fn, args, kwargs, exits_are_errors=True)
 
@@ -330,7 +331,7 @@ class ProcessPoolExecutor(Executor):
             raise ValueError(f"buffersize must be None or > 0, got {buffersize}")
         if chunksize < 1:
             raise ValueError(f"chunksize must be >= 1, got {chunksize}")
-        if _pool.is_exiting():
+        if is_exiting():
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         name = _pool._describe("map", fn)
         tasks: _Tasks
@@ -361,7 +362,7 @@ class ProcessPoolExecutor(Executor):
             on_end=None if ended is None else partial(_settle, ended),
         )
         if ended is not None:
-            _pool._track(ended, self._pool._pending)
+            self._pool._pending.track(ended)
         self._maps.add(tasks)
         return _one_by_one(stream)
 

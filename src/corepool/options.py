@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "BACKENDS",
     "START_METHODS",
     "MapOptions",
     "PoolOptions",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 StartMethod = Literal["fork", "forkserver", "spawn"]
+BackendName = Literal["process", "thread", "dask"]
+BACKENDS: tuple[BackendName, ...] = ("process", "thread", "dask")
 # Preloaded in workers by default when the parent has imported them.
 AUTO_PRELOAD = ("numpy", "pandas", "scipy", "sklearn", "pyarrow", "torch")
 START_METHODS: tuple[StartMethod, ...] = ("fork", "forkserver", "spawn")
@@ -92,8 +95,29 @@ class PoolOptions:
     """How a pool's workers are started and kept.
 
     Attributes:
-        workers: How many worker processes run tasks; ``None`` means one per
-            CPU core this process may use.
+        backend: Where tasks run. ``"process"`` (the default): worker
+            processes of this machine. ``"thread"``: threads of this process,
+            for I/O-bound work (and free-threaded Python); the options that
+            need a process of their own (``task_timeout``,
+            ``max_tasks_per_worker``, ``max_memory_per_worker``,
+            ``start_method``, ``preload``, ``inner_threads``) are refused.
+            ``"dask"``: a ``dask.distributed`` cluster (``address``), each
+            chunk a Dask task (needs ``pip install corepool[dask]``, and
+            corepool installed on the cluster's workers); what the
+            cluster's workers cannot honour (``task_timeout``,
+            ``max_tasks_per_worker``, ``max_memory_per_worker``,
+            ``start_method``, ``preload``, ``inner_threads``) is refused.
+        address: The Dask scheduler to run on (``"tcp://host:8786"``), with
+            ``backend="dask"`` only. ``None`` (the default): the one Dask's
+            configuration names (``DASK_SCHEDULER_ADDRESS``), else a
+            ``LocalCluster`` of ``workers`` single-threaded worker
+            processes, started with the pool and closed with it.
+        workers: How many workers run tasks; ``None`` means one process per
+            CPU core this process may use (``"process"``), as many threads
+            as ``concurrent.futures.ThreadPoolExecutor`` starts
+            (``"thread"``: the cores plus 4, at most 32). With
+            ``backend="dask"`` it sizes the ``LocalCluster`` started for
+            you; a cluster given by ``address`` has the workers it has.
         start_method: ``"forkserver"`` (the default on Linux: workers are forked
             from a small single-threaded template process, so they start in a
             few milliseconds and never inherit the parent's threads or locks),
@@ -161,6 +185,8 @@ class PoolOptions:
             its own.
     """
 
+    backend: BackendName = "process"
+    address: str | None = None
     workers: int | None = None
     start_method: StartMethod | None = None
     initializer: Callable[..., Any] | None = None
@@ -177,6 +203,17 @@ class PoolOptions:
     read_ahead_bytes: int | str = "64MiB"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {self.backend!r}"
+            )
+        if self.address is not None and (
+            self.backend != "dask" or not isinstance(self.address, str)
+        ):
+            raise ValueError(
+                f"address names a Dask scheduler and needs backend='dask', got "
+                f"address={self.address!r} with backend={self.backend!r}"
+            )
         _check_optional_count("workers", self.workers)
         _check_optional_count("max_tasks_per_worker", self.max_tasks_per_worker)
         if self.start_method is not None and self.start_method not in START_METHODS:
@@ -253,8 +290,12 @@ class PoolOptions:
 
     @property
     def resolved_workers(self) -> int:
-        """``workers``, with ``None`` replaced by the number of usable cores."""
-        return self.workers if self.workers is not None else default_workers()
+        """``workers``, or the usable cores (threads: the cores plus 4, at most 32)."""
+        if self.workers is not None:
+            return self.workers
+        if self.backend == "thread":
+            return min(32, default_workers() + 4)
+        return default_workers()
 
     @property
     def resolved_start_method(self) -> StartMethod:

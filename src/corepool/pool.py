@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future
-from concurrent.futures import wait as wait_for_futures
-from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
-from corepool._backends.local import LocalBackend
+from corepool import _backends
+from corepool._async_calls import AsyncCalls
 from corepool._calls import CallQueue, TaskFuture
 from corepool._chunking import Chunker
 from corepool._jobs import Job, Window
+from corepool._pending import PendingWork, is_exiting
 from corepool._protocol import CallMode
 from corepool._results import TIMEOUT_ADVICE, ResultIterator, ResultStream
 from corepool._scheduler import Scheduler
+from corepool._stats import PoolCounters
 from corepool.errors import PoolClosed
-from corepool.options import MapOptions, PoolOptions, StartMethod, parse_bytes
+from corepool.options import BackendName, MapOptions, PoolOptions, StartMethod, parse_bytes
+from corepool.stats import CallStats, PoolStats
 
 __all__ = ["Pool", "map"]
 
@@ -49,7 +49,7 @@ def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
         return None
 
 
-class Pool(Executor):
+class Pool(AsyncCalls, Executor):
     """A pool of worker processes that run your functions on all cores.
 
     Workers are started in the background as soon as the pool is created.
@@ -62,6 +62,9 @@ class Pool(Executor):
 
     Args:
         workers: See ``PoolOptions``; ``None`` means one per core.
+        backend: See ``PoolOptions``: ``"process"`` (the default),
+            ``"thread"`` or ``"dask"``.
+        address: See ``PoolOptions``: the Dask scheduler (``backend="dask"``).
         start_method: See ``PoolOptions``.
         initializer: See ``PoolOptions``.
         initargs: See ``PoolOptions``.
@@ -90,6 +93,8 @@ class Pool(Executor):
         self,
         workers: int | None = None,
         *,
+        backend: BackendName = "process",
+        address: str | None = None,
         start_method: StartMethod | None = None,
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
@@ -105,6 +110,8 @@ class Pool(Executor):
         read_ahead_bytes: int | str = "64MiB",
     ) -> None:
         self.options = PoolOptions(
+            backend=backend,
+            address=address,
             workers=workers,
             start_method=start_method,
             initializer=initializer,
@@ -120,31 +127,49 @@ class Pool(Executor):
             inner_threads=inner_threads,
             read_ahead_bytes=read_ahead_bytes,
         )
-        self._backend = LocalBackend(self.options)
-        self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}")
+        self._backend = _backends.create(self.options)
+        self._stats = PoolCounters.of(self.options, self._backend)
+        self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}", stats=self._stats)
         # The open queue of consecutive submits of one function (see _calls).
         self._calls: CallQueue | None = None
         self._submit_lock = threading.Lock()
-        # What is not done yet: shutdown(cancel_futures=True) cancels it, and at
-        # interpreter exit the program waits for it. The futures of other
-        # calls (the futures face's map), and the queues of submits, each of
-        # which holds its futures: tracked per job, not per future, which
-        # would cost every submit a lock and a callback.
-        self._pending: set[Future[Any]] = set()
-        self._queues: weakref.WeakSet[CallQueue] = weakref.WeakSet()
-        _register_exit_hook()
+        # What shutdown(cancel_futures=True) cancels and interpreter exit waits for.
+        self._pending = PendingWork()
         # A pool dropped without close() must not leave workers behind.
         self._finalizer = weakref.finalize(self, _finalize, self._scheduler)
 
     @property
     def workers(self) -> int:
-        """How many worker processes the pool runs."""
+        """How many tasks the pool runs at once: its processes, threads or cluster threads."""
         return self._backend.workers
 
     def __repr__(self) -> str:
         state = "running" if self._scheduler.is_running else "closed"
-        method = self.options.resolved_start_method
-        return f"<corepool.Pool workers={self.workers} start_method={method!r} {state}>"
+        return f"<corepool.Pool workers={self.workers} {self._backend.describe()} {state}>"
+
+    def stats(self) -> PoolStats:
+        """Where the pool's time went so far: counts, rates, time, bytes, and advice.
+
+        ``print(pool.stats())`` shows a report; ``.summary()`` one line. See
+        ``corepool.PoolStats``. Cheap: the counters are kept as work flows.
+
+        Example:
+            >>> print(pool.stats())
+        """
+        return self._stats.snapshot()
+
+    def last_call_stats(self) -> CallStats | None:
+        """The figures of the last ``map``, ``starmap`` or ``imap`` this thread started.
+
+        ``None`` if this thread started none on this pool. Each ``imap``
+        iterator has its own too: ``results.stats()``. See ``corepool.CallStats``.
+
+        Example:
+            >>> pool.map(square, range(1000))
+            >>> print(pool.last_call_stats().summary())
+        """
+        call = self._stats.last_call()
+        return None if call is None else call.snapshot()
 
     # -- calls -----------------------------------------------------------------
 
@@ -153,8 +178,22 @@ class Pool(Executor):
         size = options.read_ahead_bytes or self.options.read_ahead_bytes
         return Window(max_bytes=parse_bytes(size, "read_ahead_bytes"), max_tasks=max_tasks)
 
+    def _chunker(self, total: int | None, chunksize: int | None) -> Chunker:
+        return Chunker(
+            workers=self.workers,
+            total=total,
+            chunksize=chunksize,
+            target_s=self._backend.chunk_seconds,
+        )
+
     def _robustness(self, task_timeout: float | None) -> dict[str, Any]:
         """A job's timeout and retry settings: the call's, else the pool's."""
+        if task_timeout is not None and "task_timeout" in self._backend.REFUSED:
+            raise ValueError(
+                f"backend={self.options.backend!r} cannot honour task_timeout "
+                f"({self._backend.REFUSED['task_timeout']}); leave it unset, "
+                "or use backend='process'"
+            )
         return {
             "task_timeout": task_timeout if task_timeout is not None else self.options.task_timeout,
             "retries": self.options.retries,
@@ -173,12 +212,13 @@ class Pool(Executor):
         timeout_advice: str = TIMEOUT_ADVICE,
         exits_are_errors: bool = False,
         on_end: Callable[[], None] | None = None,
+        on_delivery: Callable[[], None] | None = None,
     ) -> ResultStream:
         """Start a job whose results ``ResultStream`` hands out.
 
         ``window``: how far the job may read ahead of its consumer (``None``:
         no bound, the input is read as fast as workers take it).
-        ``exits_are_errors``: see ``Job``. ``on_end``: see ``ResultStream``.
+        ``exits_are_errors``: see ``Job``. ``on_end``, ``on_delivery``: see ``ResultStream``.
         """
         if not callable(fn):
             raise TypeError(f"{call}() needs a callable first, got {fn!r}")
@@ -189,22 +229,26 @@ class Pool(Executor):
         if mode is None:
             mode = CallMode.ITEM if len(iterables) == 1 else CallMode.STAR
         source = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables, strict=False)
+        stats = self._stats.open_call(name)
         stream = ResultStream(
             name=name,
             return_exceptions=options.return_exceptions,
             timeout=options.timeout,
             progress_total=total,
             progress=options.progress,
+            stats=stats,
             timeout_advice=timeout_advice,
             on_end=on_end,
+            on_delivery=on_delivery,
         )
         job = Job(
             name=name,
             fn=fn,
             mode=mode,
             source=source,
-            chunker=Chunker(workers=self.workers, total=total, chunksize=options.chunksize),
+            chunker=self._chunker(total, options.chunksize),
             sink=stream,
+            stats=stats,
             window=window,
             exits_are_errors=exits_are_errors,
             **self._robustness(options.task_timeout),
@@ -381,28 +425,28 @@ class Pool(Executor):
         exits_are_errors: bool,
     ) -> TaskFuture:
         """``submit``; ``exits_are_errors``: see ``Job``."""
-        if _exiting:
+        if is_exiting():
             raise PoolClosed(
                 f"cannot start {_describe('submit', fn)}: the interpreter is exiting. Submit "
                 "work before the program ends; the futures submitted before are waited for."
             )
-        future = TaskFuture()
+        future = TaskFuture(args, kwargs)
         with self._submit_lock:
             calls = self._calls
             if (
                 calls is None
                 or calls.fn is not fn
                 or calls.exits_are_errors != exits_are_errors
-                or not calls.add(args, kwargs, future)
+                or not calls.add(future)
             ):
-                self._open_calls(fn, exits_are_errors, (args, kwargs, future))
+                self._open_calls(fn, exits_are_errors, future)
         return future
 
     def _open_calls(
         self,
         fn: Callable[..., Any],
         exits_are_errors: bool,
-        first: tuple[tuple[Any, ...], dict[str, Any], TaskFuture],
+        first: TaskFuture,
     ) -> None:
         """Seal the open queue of submits; open one for ``fn`` with its ``first`` call.
 
@@ -414,7 +458,7 @@ class Pool(Executor):
         if self._calls is not None:
             self._calls.seal()
         calls = CallQueue(fn, exits_are_errors, self._scheduler)
-        calls.add(*first)
+        calls.add(first)
         calls.job = Job(
             name=_describe("submit", fn),
             fn=fn,
@@ -422,15 +466,14 @@ class Pool(Executor):
             source=calls,
             feed=calls,
             sink=calls,
-            chunker=Chunker(workers=self.workers, total=None, chunksize=None),
+            stats=self._stats.open_call(_describe("submit", fn), remember=False),
+            chunker=self._chunker(None, None),
             exits_are_errors=exits_are_errors,
             **self._robustness(None),
         )
         self._scheduler.submit(calls.job)  # PoolClosed once closed: nothing changes then
         self._calls = calls
-        self._queues.add(calls)
-        with _pending_lock:
-            _queues_everywhere.add(calls)
+        self._pending.add_queue(calls)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -463,21 +506,19 @@ class Pool(Executor):
             wait: Return only once every call has finished and the workers
                 have stopped.
             cancel_futures: Also cancel the futures of ``submit`` calls that
-                no worker has started; running tasks finish. ``map`` and
-                ``imap`` calls in progress finish too (``terminate()`` stops
-                everything at once).
+                no worker has started or can take at once; running tasks
+                finish. ``map`` and ``imap`` calls in progress finish too
+                (``terminate()`` stops everything at once).
 
         Example:
             >>> pool.shutdown(cancel_futures=True)
         """
         self.close()
         if cancel_futures:
-            for queue in list(self._queues):
-                queue.cancel_queued()
-            with _pending_lock:
-                pending = list(self._pending)
-            for future in pending:
-                future.cancel()
+            # As the stdlib's executor, whose queue of calls for its workers
+            # holds a few already: what the workers can take now still runs.
+            self._scheduler.settle()
+            self._pending.cancel()
         if wait:
             self.join()
 
@@ -508,7 +549,7 @@ def _finalize(scheduler: Scheduler) -> None:
 
     As a dropped ``concurrent.futures`` executor does, the pool finishes its
     queued calls (futures taken from it resolve), then stops its workers. At
-    interpreter exit (the main thread has ended, and ``_wait_for_futures``
+    interpreter exit (the main thread has ended, and ``_pending``'s exit hook
     has waited for the pending futures) it stops now.
     """
     if threading.main_thread().is_alive():
@@ -516,65 +557,6 @@ def _finalize(scheduler: Scheduler) -> None:
         return
     scheduler.terminate()
     scheduler.join(_FINALIZE_JOIN_S)
-
-
-# The futures of every pool's submit() calls not yet done, and whether the
-# interpreter is exiting (then pools take no more work).
-_pending_lock = threading.Lock()
-_pending_everywhere: set[Future[Any]] = set()
-_queues_everywhere: weakref.WeakSet[CallQueue] = weakref.WeakSet()
-_exiting = False
-_exit_hook_registered = False
-
-
-def _track(future: Future[Any], pending: set[Future[Any]]) -> None:
-    """Count ``future`` among its pool's pending futures, and everyone's, until it is done."""
-    with _pending_lock:
-        pending.add(future)
-        _pending_everywhere.add(future)
-    future.add_done_callback(partial(_untrack, pending))
-
-
-def _untrack(pending: set[Future[Any]], future: Future[Any]) -> None:
-    with _pending_lock:
-        pending.discard(future)
-        _pending_everywhere.discard(future)
-
-
-def _register_exit_hook() -> None:
-    """Register, once, the interpreter-exit hook that waits for pending futures.
-
-    A threading exit hook (as ``concurrent.futures`` uses) runs before
-    ``atexit`` ones, where ``_finalize`` then stops the pools left open.
-    """
-    global _exit_hook_registered
-    with _pending_lock:
-        if _exit_hook_registered:
-            return
-        _exit_hook_registered = True
-    register = getattr(threading, "_register_atexit", atexit.register)
-    with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
-        register(_wait_for_futures)
-
-
-def _wait_for_futures() -> None:
-    """At interpreter exit, wait until every pending ``submit`` future is done.
-
-    ``concurrent.futures`` promises that "the program will not exit until all
-    pending futures are done", shut down or not. From now on ``submit``
-    raises ``PoolClosed``.
-    """
-    global _exiting
-    with _pending_lock:
-        _exiting = True
-        pending = list(_pending_everywhere)
-        queues = list(_queues_everywhere)
-    wait_for_futures(pending + [future for queue in queues for future in queue.pending_futures()])
-
-
-def is_exiting() -> bool:
-    """Whether the interpreter is exiting: pools then accept no more ``submit`` calls."""
-    return _exiting
 
 
 def map(

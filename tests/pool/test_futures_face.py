@@ -206,6 +206,18 @@ def test_cancel_follows_the_standard_and_stop_ends_a_running_task(start_method: 
         assert done.stop() is False  # finished first: the result stands
 
 
+def test_stopped_futures_are_done_for_wait_and_none_of_their_tasks_runs_later() -> None:
+    with corepool.Pool(2) as pool:
+        futures = [pool.submit(tasks.sleep_then, 30, n) for n in range(6)]
+        wait_until_running(futures[0])
+        assert all(f.stop() for f in futures)
+        done, not_done = concurrent.futures.wait(futures, timeout=10)
+        assert len(done) == 6 and not not_done
+        started = time.monotonic()
+    # The calls queued behind the killed ones were dropped, not run again.
+    assert time.monotonic() - started < 10
+
+
 @pytest.mark.parametrize("face", ["native", "futures"])
 def test_shutdown_cancel_futures_cancels_pending_and_lets_running_finish(face: str) -> None:
     pool: concurrent.futures.Executor = (
@@ -221,6 +233,19 @@ def test_shutdown_cancel_futures_cancels_pending_and_lets_running_finish(face: s
     assert all(f.cancelled() for f in pending[1:])
     with pytest.raises(RuntimeError, match="the pool was closed"):
         pool.submit(tasks.square, 1)
+
+
+@pytest.mark.parametrize("face", ["native", "futures"])
+def test_shutdown_cancel_futures_at_once_still_runs_what_workers_take(face: str) -> None:
+    """As the stdlib's executor: the calls its workers can take at once are not cancelled."""
+    pool: concurrent.futures.Executor = (
+        corepool.Pool(2) if face == "native" else ProcessPoolExecutor(2)
+    )
+    futures = [pool.submit(tasks.sleep_then, 0.1, n) for n in range(50)]
+    pool.shutdown(wait=True, cancel_futures=True)
+    ran = [f for f in futures if not f.cancelled()]
+    assert 1 <= len(ran) <= 8
+    assert [f.result(timeout=0) for f in ran] == [futures.index(f) for f in ran]
 
 
 def test_shutdown_cancel_futures_ends_map_at_the_first_task_not_started() -> None:

@@ -316,7 +316,7 @@ def test_a_stopped_pool_never_writes_to_descriptors_it_closed() -> None:
     import select
 
     pool = corepool.Pool(1)
-    closed_fd = pool._scheduler._wake_w
+    closed_fd = pool._scheduler._wakeup._write_fd
     pool.close()
     pool.join()
     pipes = []

@@ -201,3 +201,30 @@ def test_a_manager_dict_used_by_pool_tasks(tmp_path: Path, start_method: str) ->
         start_method,
     )
     assert out["squares"] == [[0, 0], [1, 1], [2, 4], [3, 9]]
+
+
+def test_a_remote_traceback_shows_the_scripts_source_lines(
+    tmp_path: Path, start_method: str
+) -> None:
+    out = _run(
+        tmp_path,
+        """
+        class Model:
+            @classmethod
+            def fit(cls, x):
+                raise ValueError(f"cannot fit {x}")  # the line to show
+
+        def task(x):
+            return Model.fit(x)
+
+        with corepool.Pool(1, start_method=METHOD) as p:
+            try:
+                p.map(task, [1])
+            except ValueError as exc:
+                out["traceback"] = str(exc.__cause__)
+        """,
+        start_method,
+    )
+    assert "script.py" in out["traceback"] and "<dynamic-code>" not in out["traceback"]
+    assert 'raise ValueError(f"cannot fit {x}")  # the line to show' in out["traceback"]
+    assert "return Model.fit(x)" in out["traceback"]

@@ -91,6 +91,26 @@ def test_a_module_that_fails_to_preload_says_so(tmp_path: Path, monkeypatch: Any
         pool.map(tasks.square, [1])
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_that_die_before_they_are_ready_are_replaced_then_reported(
+    tmp_path: Path, monkeypatch: Any, method: str
+) -> None:
+    # A worker may end before it reads its configuration (the send then
+    # fails) or just after: either way the pool starts another, and gives up
+    # with the exit code once a few in a row have died.
+    (tmp_path / "exits_on_import.py").write_text("import os\nos._exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # a spawned worker imports it first
+    with (
+        pytest.raises(
+            corepool.PoolError,
+            match=r"3 workers in a row died before they were ready \(last: pid \d+, exit code 3\)",
+        ),
+        corepool.Pool(2, start_method=method, preload=("exits_on_import",)) as pool,
+    ):
+        pool.map(tasks.square, [1])
+
+
 @pytest.mark.parametrize("workers, threads", [(2, None), (1, 2), (2, 1)])
 def test_workers_limit_their_blas_threads(
     start_method: str, workers: int, threads: int | None

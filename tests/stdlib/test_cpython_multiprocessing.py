@@ -36,6 +36,7 @@ import pytest
 
 import corepool.multiprocessing as corepool_mp
 import corepool.sync
+from corepool._transport import semaphores
 
 try:
     from test import _test_multiprocessing as cpython
@@ -113,7 +114,7 @@ class _SemaphoreProbe:
         self._number = number
 
     def get_value(self) -> int:
-        return corepool.sync.sem_value(self._condition._block.sem(self._number))
+        return semaphores.sem_value(self._condition._block.sem(self._number))
 
 
 class _ProbedCondition(corepool.sync.Condition):

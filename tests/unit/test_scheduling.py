@@ -56,6 +56,19 @@ def test_a_window_counts_bytes_per_task() -> None:
     assert window.admits()
 
 
+def test_a_window_shares_its_room_between_chunks() -> None:
+    window = Window(max_bytes=1 << 30, max_tasks=100)
+    assert window.room(parts=4) == 25  # a quarter of the task cap
+    window.pulled(90)
+    assert window.room(parts=4) == 10  # no more than is left
+    window.consumed(90)
+    window.measure(10, 10 * (1 << 20))  # 1 MiB per task: the byte budget is 1024 tasks
+    assert window.room(parts=4) == 25  # still under the task cap's share
+    small = Window(max_bytes=8 << 20, max_tasks=100)
+    small.measure(1, 1 << 20)
+    assert small.room(parts=4) == 2  # a quarter of 8 MiB
+
+
 def test_explicit_tiny_chunks_travel_several_to_a_message() -> None:
     chunker = Chunker(workers=2, total=None, chunksize=3)
     assert chunker.next_size(0) == 3  # not timed yet: the caller's size

@@ -5,8 +5,12 @@ Runs in the parent. Imports ``_protocol`` and ``_transport``, nothing above them
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+import collections
+import contextlib
+import os
+import select
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from corepool._protocol import CallMode, RemoteError
 from corepool._transport.buffers import Payload
@@ -15,9 +19,13 @@ __all__ = [
     "Backend",
     "Chunk",
     "ChunkFinished",
+    "ChunkResults",
     "Event",
     "InitializerFailed",
+    "Outbox",
+    "Values",
     "WorkerLost",
+    "WorkerReady",
 ]
 
 
@@ -34,6 +42,7 @@ class Chunk:
         "items",
         "job_id",
         "mode",
+        "moved",
         "stride",
         "timeout_s",
     )
@@ -63,12 +72,36 @@ class Chunk:
         self.exits_are_errors = exits_are_errors
         self.attempts = 0  # how many times a worker died holding it
         self.fresh = False  # just pulled from the input: its size is not yet counted
+        # Set by ``send`` where the backend measures it: the bytes that crossed
+        # to the worker (in the message, through shared memory), for stats.
+        self.moved: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def derive(self, chunk_id: int, indices: Sequence[int], items: list[Any], stride: int) -> Chunk:
-        """A new chunk of the same job and settings, holding ``items`` (at ``indices``)."""
+    def split_off(self, chunk_id: int, size: int) -> Chunk:
+        """Cut this chunk down to its first ``size`` tasks; the rest, as chunk ``chunk_id``."""
+        rest = self._derive(chunk_id, self.indices[size:], self.items[size:], self.stride)
+        self.indices = self.indices[:size]
+        self.items = self.items[:size]
+        return rest
+
+    def subset(self, chunk_id: int, positions: Sequence[int]) -> Chunk:
+        """Chunk ``chunk_id``, of this chunk's tasks at ``positions``.
+
+        A lone task gets stride 1: were it to kill its worker again, it must be
+        blamed, not split once more (which looped forever).
+        """
+        return self._derive(
+            chunk_id,
+            [self.indices[p] for p in positions],
+            [self.items[p] for p in positions],
+            self.stride if len(positions) > 1 else 1,
+        )
+
+    def _derive(
+        self, chunk_id: int, indices: Sequence[int], items: list[Any], stride: int
+    ) -> Chunk:
         return Chunk(
             chunk_id,
             self.job_id,
@@ -82,13 +115,42 @@ class Chunk:
         )
 
 
+class Values:
+    """Results already in this process, as objects (threads, or a cluster's client).
+
+    It answers ``load()`` and ``nbytes`` as ``Payload`` does, so whatever
+    reads a chunk's results takes either.
+    """
+
+    __slots__ = ("_values", "nbytes")
+
+    def __init__(self, values: list[Any], nbytes: int = 0) -> None:
+        self._values = values
+        self.nbytes = nbytes  # an estimate: what the read-ahead budget counts
+
+    def load(self) -> list[Any]:
+        """The values themselves."""
+        return self._values
+
+
+ChunkResults = Payload | Values
+
+
 class ChunkFinished(NamedTuple):
-    """A chunk ran to its end; ``payload`` holds its results."""
+    """A chunk ran to its end; ``payload`` holds its results.
+
+    The optional fields feed ``Pool.stats()``; ``None`` where the backend
+    does not measure them.
+    """
 
     chunk: Chunk
-    payload: Payload
+    payload: ChunkResults
     errors: dict[int, RemoteError] | None
     busy_s: float  # the worker's time on it: decode + compute + encode
+    worker_id: int | None = None
+    decode_s: float | None = None  # unpickling the arguments
+    compute_s: float | None = None  # running the tasks
+    encode_s: float | None = None  # pickling the results
 
 
 class WorkerLost(NamedTuple):
@@ -102,6 +164,13 @@ class WorkerLost(NamedTuple):
     timed_out: bool = False  # the parent killed the worker: that task passed its task_timeout
 
 
+class WorkerReady(NamedTuple):
+    """A worker started and is ready for tasks, ``startup_s`` after its launch."""
+
+    worker_id: int
+    startup_s: float
+
+
 class InitializerFailed(NamedTuple):
     """The pool's initializer raised in a worker."""
 
@@ -109,15 +178,30 @@ class InitializerFailed(NamedTuple):
     error: RemoteError
 
 
-Event = ChunkFinished | WorkerLost | InitializerFailed
+T = TypeVar("T")
+
+Event = ChunkFinished | WorkerLost | WorkerReady | InitializerFailed
 
 
 class Backend(Protocol):
     """What the scheduler needs from a place that runs chunks."""
 
+    # The pool options this backend cannot honour, each with the reason a
+    # user is told when a pool sets it (see _backends.create).
+    REFUSED: ClassVar[Mapping[str, str]]
+
     @property
     def workers(self) -> int:
         """How many chunks can run at once."""
+        ...
+
+    @property
+    def chunk_seconds(self) -> float:
+        """The work each automatic chunk aims at: more where a round trip costs more."""
+        ...
+
+    def describe(self) -> str:
+        """What the pool's ``repr`` shows of its backend (``start_method='forkserver'``)."""
         ...
 
     def start(self) -> None:
@@ -132,7 +216,10 @@ class Backend(Protocol):
         ...
 
     def send(self, worker_id: int, chunk: Chunk) -> int:
-        """Hand ``chunk`` to ``worker_id``; return the bytes its tasks took (pickled)."""
+        """Hand ``chunk`` to ``worker_id``; return the bytes its tasks took (pickled).
+
+        A backend that knows what crossed to the worker sets ``chunk.moved``.
+        """
 
     def wait(self, wakeup_fd: int, timeout: float | None) -> tuple[list[Event], bool]:
         """Block until something happens; return the events and whether ``wakeup_fd`` fired."""
@@ -148,5 +235,49 @@ class Backend(Protocol):
     def stop_task(self, job_id: int, index: int) -> None:
         """Stop task ``index`` of ``job_id`` if it runs now; ``wait`` reports the loss."""
 
+    def stop_job(self, job_id: int) -> None:
+        """Stop every task of ``job_id`` that runs now; ``wait`` reports the losses."""
+
     def shutdown(self, *, graceful: bool) -> None:
         """Stop every worker (politely first when ``graceful``) and release all resources."""
+
+
+class Outbox(Generic[T]):
+    """Reports from other threads to the scheduler's, and a pipe that wakes it for them.
+
+    For backends whose work ends in threads of this process (the thread
+    backend's workers, a cluster client's callbacks): they ``put`` what
+    happened; the scheduler's ``wait`` blocks on its own wake-up pipe and
+    this one together, in one ``select``, then ``take``s everything.
+    """
+
+    def __init__(self) -> None:
+        self._items: collections.deque[T] = collections.deque()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def put(self, item: T) -> None:
+        """Any thread: queue ``item`` and wake the scheduler (quietly, once closed)."""
+        self._items.append(item)
+        with contextlib.suppress(OSError):  # full of wake-ups already, or closed: fine
+            os.write(self._write_fd, b"\0")
+
+    def wait(self, wakeup_fd: int, timeout: float | None) -> tuple[list[T], bool]:
+        """The scheduler: block until an item or ``wakeup_fd``; the items, and whether it fired."""
+        if self._items:
+            ready, _, _ = select.select([wakeup_fd], [], [], 0)
+        else:
+            ready, _, _ = select.select([wakeup_fd, self._read_fd], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._read_fd, 65536)
+        items = []
+        while self._items:
+            items.append(self._items.popleft())
+        return items, wakeup_fd in ready
+
+    def close(self) -> None:
+        """Close the pipe; later ``put`` calls still queue, without waking anyone."""
+        for fd in (self._read_fd, self._write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -16,10 +16,18 @@ import selectors
 import signal
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple
 
-from corepool._backends.base import Chunk, ChunkFinished, Event, InitializerFailed, WorkerLost
+from corepool._backends.base import (
+    Chunk,
+    ChunkFinished,
+    Event,
+    InitializerFailed,
+    WorkerLost,
+    WorkerReady,
+)
+from corepool._chunking import TARGET_CHUNK_SECONDS
 from corepool._protocol import (
     ChunkDone,
     InitFailed,
@@ -42,6 +50,7 @@ from corepool._transport.buffers import SegmentCache, open_segments, pack
 from corepool._transport.channel import close_fds
 from corepool._transport.pickling import dumps, loads
 from corepool._transport.status import shared_board
+from corepool._transport.stdlib_objects import sent_as_when_spawning
 from corepool.errors import PoolError
 from corepool.options import PoolOptions
 
@@ -72,10 +81,11 @@ class _Function(NamedTuple):
 class _Slot:
     """One worker position of the pool and the process currently in it."""
 
-    __slots__ = ("in_flight", "known_fns", "process", "ready", "tasks_left")
+    __slots__ = ("in_flight", "known_fns", "launched", "process", "ready", "tasks_left")
 
-    def __init__(self, process: WorkerProcess, tasks_left: int | None) -> None:
+    def __init__(self, process: WorkerProcess, tasks_left: int | None, launched: float) -> None:
         self.process = process
+        self.launched = launched  # time.perf_counter() when its start was asked for
         self.in_flight: collections.deque[Chunk] = collections.deque()
         self.known_fns: set[int] = set()
         self.ready = False
@@ -84,6 +94,8 @@ class _Slot:
 
 class LocalBackend:
     """Runs chunks on worker processes of this machine."""
+
+    REFUSED: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, options: PoolOptions) -> None:
         self.options = options
@@ -113,9 +125,12 @@ class LocalBackend:
         self._initializer: Packed | None = None
         self._initializer_fds: list[int] = []
         if options.initializer is not None:
-            self._initializer, self._initializer_fds = pack(
-                (options.initializer, options.initargs), self._threshold
-            )
+            # As the stdlib spawns a pool's workers with them: its own queues
+            # and locks in initargs pickle (and their descriptors travel).
+            with sent_as_when_spawning():
+                self._initializer, self._initializer_fds = pack(
+                    (options.initializer, options.initargs), self._threshold
+                )
         # Load-once objects: pickled once, their buffers put in segments once;
         # each worker maps the same segments.
         self._shared: Packed | None = None
@@ -128,29 +143,52 @@ class LocalBackend:
     def workers(self) -> int:
         return self._workers
 
+    @property
+    def chunk_seconds(self) -> float:
+        return TARGET_CHUNK_SECONDS
+
+    def describe(self) -> str:
+        return f"start_method={self._method!r}"
+
     def start(self) -> None:
         for worker_id in range(self._workers):
             self._start(worker_id)
 
     def _start(self, worker_id: int) -> None:
-        process = adopt(self._park_key) if self._parkable else None
-        how = "adopted"
-        if process is None:
-            process = start_worker(self._method, worker_id, self._board.fd, self._setup)
-            process.slot = self._board.allocate()
-            how = "started"
-        configure_worker(
-            process,
-            worker_id,
-            buffer_threshold=self._threshold,
-            max_memory_bytes=self.options.max_memory_bytes,
-            initializer=self._initializer,
-            initializer_fds=self._initializer_fds,
-            shared=self._shared,
-            shared_fds=self._shared_fds,
-            inner_threads=self._setup.inner_threads,
-        )
-        self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker)
+        launched = time.perf_counter()
+        while True:
+            process = adopt(self._park_key) if self._parkable else None
+            how = "adopted"
+            if process is None:
+                process = start_worker(self._method, worker_id, self._board.fd, self._setup)
+                process.slot = self._board.allocate()
+                how = "started"
+            try:
+                configure_worker(
+                    process,
+                    worker_id,
+                    buffer_threshold=self._threshold,
+                    max_memory_bytes=self.options.max_memory_bytes,
+                    initializer=self._initializer,
+                    initializer_fds=self._initializer_fds,
+                    shared=self._shared,
+                    shared_fds=self._shared_fds,
+                    inner_threads=self._setup.inner_threads,
+                )
+                break
+            except OSError:  # it ended before it took its configuration: start another
+                exitcode = process.exitcode(timeout=1.0)
+                self._release_process(process)
+                logger.debug(
+                    "worker %d (pid %d, %s) ended with %s before it was configured",
+                    worker_id,
+                    process.pid,
+                    how,
+                    exitcode,
+                )
+                if how == "started":  # an adopted one may have been leaving: not a failure
+                    self._count_start_failure(process.pid, exitcode)
+        self._slots[worker_id] = _Slot(process, self.options.max_tasks_per_worker, launched)
         self._selector.register(process.conn, selectors.EVENT_READ, worker_id)
         if process.sentinel is not None:
             self._selector.register(process.sentinel, selectors.EVENT_READ, worker_id)
@@ -180,6 +218,13 @@ class LocalBackend:
                 and head.indices[position] == index
             ):
                 logger.debug("killing worker %d to stop task %d of a job", worker_id, index)
+                slot.process.kill()
+
+    def stop_job(self, job_id: int) -> None:
+        """Kill the workers whose running chunk (the first they hold) is of job ``job_id``."""
+        for worker_id, slot in self._slots.items():
+            if slot.in_flight and slot.in_flight[0].job_id == job_id:
+                logger.debug("killing worker %d to stop the tasks of a job", worker_id)
                 slot.process.kill()
 
     def is_idle(self) -> bool:
@@ -224,9 +269,10 @@ class LocalBackend:
         if slot.tasks_left is not None:
             slot.tasks_left -= len(chunk)
         # Segments (large buffers, shared arrays) count at their size.
-        nbytes = len(items.data) + sum(os.fstat(fd).st_size for fd in fds[: len(items.kinds)])
+        shared = sum(os.fstat(fd).st_size for fd in fds[: len(items.kinds)])
+        chunk.moved = (len(items.data) + (len(function.packed.data) if first_time else 0), shared)
         _send_quietly(slot.process, dumps(message), fds)
-        return nbytes
+        return len(items.data) + shared
 
     def _function(self, fn: Any) -> _Function:
         """``fn`` with its pool-wide id and its pickle, made once and remembered."""
@@ -358,11 +404,20 @@ class LocalBackend:
             if slot.tasks_left == 0 and not slot.in_flight:
                 self._retire(worker_id)
             busy_s = message.decode_s + message.compute_s + message.encode_s
-            return ChunkFinished(chunk, payload, message.errors, busy_s)
+            return ChunkFinished(
+                chunk,
+                payload,
+                message.errors,
+                busy_s,
+                worker_id,
+                message.decode_s,
+                message.compute_s,
+                message.encode_s,
+            )
         if isinstance(message, Ready):
             slot.ready = True
             self._start_failures = 0
-            return None
+            return WorkerReady(worker_id, time.perf_counter() - slot.launched)
         if isinstance(message, InitFailed):
             return InitializerFailed(worker_id, message.error)
         raise PoolError(f"worker {worker_id} sent an unexpected message: {message!r}")
@@ -380,8 +435,7 @@ class LocalBackend:
         exitcode = process.exitcode(timeout=1.0)
         chunk_id, position, _ = self._board.read(process.slot)
         running = bool(slot.in_flight) and slot.in_flight[0].id == chunk_id
-        process.close()
-        self._board.release(process.slot)
+        self._release_process(process)
         lost = WorkerLost(
             worker_id,
             process.pid,
@@ -392,16 +446,25 @@ class LocalBackend:
         )
         logger.debug("worker %d (pid %d) ended with %s", worker_id, process.pid, exitcode)
         if not slot.ready:
-            self._start_failures += 1
-            if self._start_failures >= MAX_START_FAILURES:
-                raise PoolError(
-                    f"{MAX_START_FAILURES} workers in a row died before they were ready "
-                    f"(last: pid {process.pid}, exit code {exitcode}). The environment "
-                    "cannot start workers: check the error output above, or try "
-                    "start_method='spawn'."
-                )
+            self._count_start_failure(process.pid, exitcode)
         self._start(worker_id)
         return lost
+
+    def _release_process(self, process: WorkerProcess) -> None:
+        """Let go of a worker that has ended: its handles, and its slot on the status board."""
+        process.close()
+        self._board.release(process.slot)
+
+    def _count_start_failure(self, pid: int, exitcode: int | None) -> None:
+        """Count a worker that died before it was ready; give up after a few in a row."""
+        self._start_failures += 1
+        if self._start_failures >= MAX_START_FAILURES:
+            raise PoolError(
+                f"{MAX_START_FAILURES} workers in a row died before they were ready "
+                f"(last: pid {pid}, exit code {exitcode}). The environment "
+                "cannot start workers: check the error output above, or try "
+                "start_method='spawn'."
+            )
 
     def _retire(self, worker_id: int) -> None:
         """Stop a worker that reached max_tasks_per_worker and start its successor."""
@@ -415,8 +478,7 @@ class LocalBackend:
     def _reap_retired(self, process: WorkerProcess) -> None:
         self._selector.unregister(process.conn)
         process.exitcode(timeout=STOP_GRACE_S)
-        process.close()
-        self._board.release(process.slot)
+        self._release_process(process)
         self._retiring.remove(process)
 
     def shutdown(self, *, graceful: bool) -> None:
@@ -439,8 +501,7 @@ class LocalBackend:
             _stop_all(processes, STOP_GRACE_S, signal.SIGTERM)
         _stop_all(processes, STOP_GRACE_S, signal.SIGKILL)
         for process in processes:
-            process.close()
-            self._board.release(process.slot)
+            self._release_process(process)
         for job_id in list(self._segment_caches):
             self.release(job_id)
         close_fds(self._shared_fds)
