@@ -32,6 +32,8 @@ class ProgressBar:
         """Count ``tasks`` more as done."""
         self._bar.update(tasks)
 
-    def close(self) -> None:
-        """Draw the final state and release the terminal line."""
+    def close(self, summary: str | None = None) -> None:
+        """Draw the final state and release the terminal line; then print ``summary``."""
         self._bar.close()
+        if summary is not None:
+            self._bar.write(summary, file=sys.stderr)

@@ -1,41 +1,45 @@
-"""The command line, run as a user runs it."""
+"""The command line, run as a user runs it (tests/demo runs the demo's scenarios)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import corepool
 
 
-def _corepool(*args: str) -> subprocess.CompletedProcess[str]:
+def _corepool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "corepool.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=50,
         check=False,
+        cwd=cwd,
     )
 
 
-def test_demo_prints_a_table_of_times_and_speedups() -> None:
-    done = _corepool("demo", "--scale", "0.05", "--workers", "2", "--no-progress")
+def test_demo_draws_progress_bars_on_stderr(tmp_path: Path) -> None:
+    done = _corepool("demo", "--scale", "0.05", "--workers", "2", "--only", "stocks", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    out = done.stdout
-    assert "corepool 0.1.0 demo: 2 workers" in out
-    rows = [line for line in out.splitlines() if line.startswith(("square", "count primes"))]
-    rows = [row for row in rows if row.rstrip().endswith("x")]
-    assert len(rows) == 6
-    for runner in ("serial loop", "multiprocessing.Pool", "corepool.Pool"):
-        assert sum(runner in row for row in rows) == 2
-    assert "square 50,000 numbers" in out and "count primes below 75,000" in out
-    assert "speedup" in out
+    assert "map(analyse_day)" in done.stderr
+    assert (tmp_path / "corepool-demo.png").exists()  # the chart's default place
 
 
-def test_demo_draws_progress_bars_on_stderr() -> None:
-    done = _corepool("demo", "--scale", "0.02", "--workers", "2")
-    assert done.returncode == 0, done.stderr
-    assert "map(square)" in done.stderr and "map(count_primes)" in done.stderr
+def test_demo_refuses_an_unknown_scenario_and_names_the_known_ones() -> None:
+    done = _corepool("demo", "--only", "images,mandelbrot")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "corepool demo: --only names unknown scenarios mandelbrot; choose from images, "
+        "stocks, scraper, webserver, toolbox, pains\n"
+    )
+
+
+def test_demo_refuses_a_bad_scale() -> None:
+    done = _corepool("demo", "--scale", "-1")
+    assert done.returncode == 2
+    assert "--scale must be one of small, default, large or a number > 0, got '-1'" in done.stderr
 
 
 def test_version() -> None:
