@@ -3,6 +3,7 @@
     python3 dev.py demo     # install into .venv if needed, then run `corepool demo`
     python3 dev.py test     # install into .venv if needed, then run the whole test suite
     python3 dev.py lint     # ruff, ruff format --check, mypy --strict, import-linter
+    python3 dev.py docs     # build the documentation site into site/ (mkdocs --strict)
     python3 dev.py lock     # re-resolve requirements/dev.lock (needs uv)
 
 The virtual environment lives in ``.venv/py<major>.<minor>`` of the Python
@@ -63,13 +64,19 @@ def main(argv: list[str]) -> None:
             "--python-version", "3.10", "-o", LOCK,
         )  # fmt: skip
         return
-    if command not in ("demo", "test", "lint"):
+    if command not in ("demo", "test", "lint", "docs"):
         sys.exit(__doc__)
     ensure_venv()
     if command == "demo":
         _run(BIN / "corepool", "demo", *rest)
     elif command == "test":
         _run(BIN / "python", "-m", "pytest", *rest)
+    elif command == "docs":
+        # Strict: a broken link, a missing snippet or a reference to a name
+        # that no longer exists fails the build. The variable quiets
+        # Material's notice about MkDocs 2.
+        os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
+        _run(BIN / "mkdocs", "build", "--strict", "--site-dir", ROOT / "site", *rest)
     else:
         _run(BIN / "ruff", "check", "src", "tests", "benchmarks", "dev.py")
         _run(BIN / "ruff", "format", "--check", "src", "tests", "benchmarks", "dev.py")
