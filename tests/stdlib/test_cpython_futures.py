@@ -22,16 +22,23 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import multiprocessing.util
+import os
+import signal
 import sys
+import time
 import types
 import unittest
 import unittest.mock
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
 import pytest
 
 import corepool.futures
+from corepool import _spawn
 
 # -- the CPython test modules ----------------------------------------------------------
 
@@ -163,19 +170,75 @@ def _corepool_setup(test: unittest.TestCase) -> None:
     super(type(test), test).setUp()  # type: ignore[misc]
 
 
+_STOP_WAIT_S = 20.0
+
+
+def _holders_of_pipe(fd: int, server_pid: int) -> list[str]:
+    """The processes but this one and the server with ``fd``'s pipe open: "pid (command)"."""
+    pipe = f"pipe:[{os.fstat(fd).st_ino}]"
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if process.pid in (os.getpid(), server_pid):
+            continue
+        with contextlib.suppress(OSError, psutil.Error):
+            fds = os.listdir(f"/proc/{process.pid}/fd")
+            if any(os.readlink(f"/proc/{process.pid}/fd/{n}") == pipe for n in fds):
+                found.append(f"{process.pid} ({' '.join(process.info['cmdline'] or [])[:120]})")
+    return found
+
+
+def _stop_stdlib_fork_server() -> None:
+    """Stop the stdlib's fork server, and make sure it is gone.
+
+    It exits when the last holder of its "alive" pipe closes it, and every
+    process forked from this one (or by the server) holds a copy. corepool's
+    parked workers are let go first (a worker forked from this process is
+    one); if another holder keeps the server up past ``_STOP_WAIT_S``, it is
+    named in a warning and the server is killed, rather than waited on
+    forever as ``ForkServer._stop`` would.
+    """
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver
+    _spawn._release_parked()
+    if server._forkserver_pid is None:
+        return
+    deadline = time.monotonic() + _STOP_WAIT_S
+    holders = _holders_of_pipe(server._forkserver_alive_fd, server._forkserver_pid)
+    with server._lock:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+        while os.waitpid(server._forkserver_pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                warnings.warn(
+                    f"the stdlib's fork server (pid {server._forkserver_pid}) did not exit "
+                    f"within {_STOP_WAIT_S} s of its pipe closing; it is killed. Holders of "
+                    f"its pipe before the close: {holders}",
+                    stacklevel=1,
+                )
+                os.kill(server._forkserver_pid, signal.SIGKILL)
+                os.waitpid(server._forkserver_pid, 0)
+                break
+            time.sleep(0.05)
+        server._forkserver_pid = None
+        if not multiprocessing.util.is_abstract_socket_namespace(server._forkserver_address):
+            os.unlink(server._forkserver_address)
+        server._forkserver_address = None
+
+
 def _without_stdlib_fork_server(setup: Callable[[unittest.TestCase], None]) -> Any:
     """``setup``, after stopping the stdlib's fork server until the test is over.
 
     For ``FailingInitializerResourcesTest``, which stops the resource tracker
-    and waits for it to exit: the fork server this module starts first (see
-    ``stdlib_helpers_running``) holds the tracker's pipe open, and the wait
-    then never ends (seen once in CI). Both helpers are started again after.
+    and waits for it to exit: a live fork server would keep the tracker's
+    pipe open through its clients, and the wait would then never end (seen
+    in CI, twice). Both helpers are started again after.
     """
 
     def set_up(test: unittest.TestCase) -> None:
         from multiprocessing import forkserver, resource_tracker
 
-        forkserver._forkserver._stop()  # type: ignore[attr-defined]
+        _stop_stdlib_fork_server()
         test.addCleanup(forkserver.ensure_running)
         test.addCleanup(resource_tracker.ensure_running)
         setup(test)
