@@ -1,4 +1,4 @@
-"""Compare corepool with its peers on six workloads, in the same run.
+"""Compare corepool with its peers on seven workloads, in the same run.
 
 Cases:
     a  ``x*x`` over a list of 1.5 million ints
@@ -7,6 +7,7 @@ Cases:
     d  heavy-tailed durations: ~1 ms items, 1% of them 100x longer
     e  open a pool, run one trivial task, close it
     f  ``imap`` over a 5-million-item generator, with the parent's peak RSS growth
+    g  ``x*x`` over ``range(1_500_000)``: case a's work, its input a range
 
 Every contender uses 2 workers and its library's own default start method.
 Rounds are interleaved: each round runs every contender once, in a shuffled
@@ -124,7 +125,7 @@ def spin_expected(items: Sequence[int]) -> list[int]:
 class Runner(Protocol):
     """An opened pool, as one benchmark round uses it."""
 
-    def map(self, fn: Fn, items: list[int]) -> list[int]: ...
+    def map(self, fn: Fn, items: Sequence[int]) -> list[int]: ...
 
     def imap(self, fn: Fn, items: Iterable[int]) -> Iterator[int]: ...
 
@@ -139,7 +140,7 @@ def docs_chunksize(n: int) -> int:
 
 
 class SerialRunner:
-    def map(self, fn: Fn, items: list[int]) -> list[int]:
+    def map(self, fn: Fn, items: Sequence[int]) -> list[int]:
         return [fn(x) for x in items]
 
     def imap(self, fn: Fn, items: Iterable[int]) -> Iterator[int]:
@@ -160,7 +161,7 @@ class CorepoolRunner:
 
         self.pool = corepool.Pool(workers=WORKERS)
 
-    def map(self, fn: Fn, items: list[int]) -> list[int]:
+    def map(self, fn: Fn, items: Sequence[int]) -> list[int]:
         return self.pool.map(fn, items)
 
     def imap(self, fn: Fn, items: Iterable[int]) -> Iterator[int]:
@@ -182,7 +183,7 @@ class MpPoolRunner:
         self.pool = multiprocessing.Pool(WORKERS)
         self.use_imap = use_imap
 
-    def map(self, fn: Fn, items: list[int]) -> list[int]:
+    def map(self, fn: Fn, items: Sequence[int]) -> list[int]:
         if self.use_imap:
             return list(self.pool.imap(fn, items, chunksize=docs_chunksize(len(items))))
         return self.pool.map(fn, items)  # chunksize: its own len / (4 * workers)
@@ -207,7 +208,7 @@ class ProcessPoolRunner:
 
         self.executor = ProcessPoolExecutor(WORKERS)
 
-    def map(self, fn: Fn, items: list[int]) -> list[int]:
+    def map(self, fn: Fn, items: Sequence[int]) -> list[int]:
         return list(self.executor.map(fn, items, chunksize=docs_chunksize(len(items))))
 
     def imap(self, fn: Fn, items: Iterable[int]) -> Iterator[int]:
@@ -231,7 +232,7 @@ class JoblibRunner:
         self.parallel.__enter__()
         self.generator: Any = None
 
-    def map(self, fn: Fn, items: list[int]) -> list[int]:
+    def map(self, fn: Fn, items: Sequence[int]) -> list[int]:
         task = self._delayed(fn)
         return list(self.parallel(task(x) for x in items))
 
@@ -258,7 +259,7 @@ class LokyRunner:
 
         self.executor = get_reusable_executor(max_workers=WORKERS)
 
-    def map(self, fn: Fn, items: list[int]) -> list[int]:
+    def map(self, fn: Fn, items: Sequence[int]) -> list[int]:
         return list(self.executor.map(fn, items, chunksize=docs_chunksize(len(items))))
 
     def imap(self, fn: Fn, items: Iterable[int]) -> Iterator[int]:
@@ -279,7 +280,7 @@ class MpireRunner:
 
         self.pool = WorkerPool(n_jobs=WORKERS, keep_alive=True)
 
-    def map(self, fn: Fn, items: list[int]) -> list[int]:
+    def map(self, fn: Fn, items: Sequence[int]) -> list[int]:
         return self.pool.map(fn, items)  # chunk size: its own len / (64 * workers)
 
     def imap(self, fn: Fn, items: Iterable[int]) -> Iterator[int]:
@@ -448,7 +449,7 @@ def runner_opener(contender: Contender) -> Callable[[], Runner]:
     return contender.open
 
 
-def time_map(contender: Contender, fn: Fn, items: list[int], expected: list[int]) -> float:
+def time_map(contender: Contender, fn: Fn, items: Sequence[int], expected: list[int]) -> float:
     """Open, warm up, time one ``map`` of ``items``, close; check the results."""
     with opened(runner_opener(contender)) as runner:
         warm = runner.map(fn, items[:WARMUP_ITEMS])
@@ -545,7 +546,13 @@ def report(
 
 
 def map_case(
-    cfg: Config, title: str, fn: Fn, items: list[int], expected: list[int], *, efficiency: bool
+    cfg: Config,
+    title: str,
+    fn: Fn,
+    items: Sequence[int],
+    expected: list[int],
+    *,
+    efficiency: bool,
 ) -> str:
     """Serial loop and every pool's ``map`` over ``items``, interleaved."""
     everyone = (SERIAL, *CONTENDERS)
@@ -560,6 +567,13 @@ def case_a(cfg: Config) -> str:
     items = list(range(cfg.a_items))
     expected = [x * x for x in items]
     title = f"(a) square over a list of {cfg.a_items:,} ints"
+    return map_case(cfg, title, square, items, expected, efficiency=False)
+
+
+def case_g(cfg: Config) -> str:
+    items = range(cfg.a_items)
+    expected = [x * x for x in items]
+    title = f"(g) square over range({cfg.a_items:,})"
     return map_case(cfg, title, square, items, expected, efficiency=False)
 
 
@@ -628,13 +642,13 @@ def print_environment() -> None:
 def parse_args(argv: Sequence[str] | None) -> tuple[Config, list[str]]:
     parser = case_parser(
         __doc__.split("\n\n")[0],
-        cases="a,b,c,d,e,f",
+        cases="a,b,c,d,e,f,g",
         example="a,b,c",
         quick_help="fewer items and 2 rounds",
         timeout=300,
     )
     args = parser.parse_args(argv)
-    cases = split_cases(parser, args.cases, "abcdef")
+    cases = split_cases(parser, args.cases, "abcdefg")
     rounds = quick_rounds(parser, args.rounds, args.quick)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     return Config(rounds, args.timeout, *sizes), cases
@@ -655,6 +669,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "d": lambda: case_d(cfg, spin_100us),
         "e": lambda: case_e(cfg),
         "f": lambda: case_f(cfg),
+        "g": lambda: case_g(cfg),
     }
     summary = []
     for case in cases:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import enum
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, Union
 
 from corepool._backends.base import Chunk, ChunkResults
@@ -25,13 +25,17 @@ __all__ = [
     "Delivery",
     "Feed",
     "Finished",
+    "Input",
     "InputFailed",
+    "IteratorInput",
     "Job",
     "JobState",
     "Results",
     "Sink",
+    "SliceInput",
     "TaskFailed",
     "Window",
+    "input_of",
 ]
 
 
@@ -84,6 +88,65 @@ class Sink(Protocol):
 
     def deliver(self, delivery: Delivery) -> None:
         """Take one delivery; called in the scheduler thread, so it must be quick."""
+
+
+# -- where a job's tasks come from -------------------------------------------------
+
+
+class Input(Protocol):
+    """A job's input, read by the scheduler thread a chunk at a time."""
+
+    def take(self, size: int) -> tuple[Sequence[Any], Exception | None]:
+        """Up to ``size`` next items (fewer: the input is dry for now, or over), and
+        what the input raised after them, if it did."""
+        ...
+
+
+class IteratorInput:
+    """Any iterable, read item by item."""
+
+    __slots__ = ("_iterator",)
+
+    def __init__(self, iterator: Iterator[Any]) -> None:
+        self._iterator = iterator
+
+    def take(self, size: int) -> tuple[Sequence[Any], Exception | None]:
+        items: list[Any] = []
+        try:
+            # extend() keeps what it took before the input raised.
+            items.extend(itertools.islice(self._iterator, size))
+        except Exception as exc:
+            return items, exc
+        return items, None
+
+
+class SliceInput:
+    """A list, tuple or ``range``, read a slice at a time.
+
+    Cheaper than item by item, and a slice of a ``range`` is a ``range``: a
+    chunk of ``map(fn, range(n))`` travels as three numbers, not its items.
+    """
+
+    __slots__ = ("_sequence", "_taken")
+
+    def __init__(self, sequence: list[Any] | tuple[Any, ...] | range) -> None:
+        self._sequence = sequence
+        self._taken = 0
+
+    def take(self, size: int) -> tuple[Sequence[Any], Exception | None]:
+        part = self._sequence[self._taken : self._taken + size]
+        self._taken += len(part)
+        return part, None
+
+
+def input_of(iterables: tuple[Iterable[Any], ...]) -> Input:
+    """The input of a call over ``iterables`` (several are zipped, as ``map`` does)."""
+    if len(iterables) > 1:
+        return IteratorInput(zip(*iterables, strict=False))
+    only = iterables[0]
+    if type(only) in (list, tuple, range):  # exact types: a subclass may slice otherwise
+        return SliceInput(only)  # type: ignore[arg-type]
+    return IteratorInput(iter(only))
 
 
 # -- the handshakes with the caller's thread -------------------------------------
@@ -198,7 +261,7 @@ class Job:
         name: str,
         fn: Callable[..., Any],
         mode: CallMode,
-        source: Iterator[Any],
+        source: Input,
         chunker: Chunker,
         sink: Sink,
         stats: CallCounters,

@@ -36,7 +36,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from corepool._backends.base import (
     Backend,
@@ -354,13 +353,7 @@ class Scheduler:
             # Two chunks per worker fit in the window: with one chunk filling
             # it, workers would take turns, idle while the consumer catches up.
             size = min(size, window.room(parts=2 * self._backend.workers))
-        items: list[Any] = []
-        failure: Exception | None = None
-        try:
-            # extend() keeps what it took before the input raised.
-            items.extend(itertools.islice(job.source, size))
-        except Exception as exc:
-            failure = exc
+        items, failure = job.source.take(size)
         start = job.pulled
         job.pulled += len(items)
         if window is not None:

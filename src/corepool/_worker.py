@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from corepool._protocol import (
@@ -318,7 +318,7 @@ Outcome = tuple[list[Any], dict[int, RemoteError] | None]
 def run_tasks(
     fn: Callable[..., Any],
     mode: CallMode,
-    items: list[Any],
+    items: Sequence[Any],
     stride: int,
     status: memoryview,
     catching: type[BaseException],
@@ -339,7 +339,7 @@ def run_tasks(
 
 
 def run_detached_chunk(
-    fn: Callable[..., Any], mode: CallMode, items: list[Any], stride: int
+    fn: Callable[..., Any], mode: CallMode, items: Sequence[Any], stride: int
 ) -> bytes:
     """Run a chunk with no parent connection (a cluster's worker); return its pickled ``ChunkDone``.
 
@@ -366,7 +366,7 @@ def run_detached_chunk(
 def _call_each(
     fn: Callable[..., Any],
     mode: CallMode,
-    items: list[Any],
+    items: Sequence[Any],
     status: memoryview,
     catching: type[BaseException],
     record: Recorder,
@@ -408,7 +408,7 @@ def _call_each(
 def _call_each_timed(
     fn: Callable[..., Any],
     mode: CallMode,
-    items: list[Any],
+    items: Sequence[Any],
     status: memoryview,
     catching: type[BaseException],
 ) -> Outcome:
@@ -470,7 +470,7 @@ Recorder = Callable[
 def _call_in_strides(
     fn: Callable[..., Any],
     mode: CallMode,
-    items: list[Any],
+    items: Sequence[Any],
     stride: int,
     status: memoryview,
     catching: type[BaseException],

@@ -14,7 +14,7 @@ from corepool import _backends
 from corepool._async_calls import AsyncCalls
 from corepool._calls import CallQueue, TaskFuture
 from corepool._chunking import Chunker
-from corepool._jobs import Job, Window
+from corepool._jobs import IteratorInput, Job, Window, input_of
 from corepool._pending import PendingWork, is_exiting
 from corepool._protocol import CallMode
 from corepool._results import TIMEOUT_ADVICE, ResultIterator, ResultStream
@@ -228,7 +228,6 @@ class Pool(AsyncCalls, Executor):
         name = _describe(call, fn)
         if mode is None:
             mode = CallMode.ITEM if len(iterables) == 1 else CallMode.STAR
-        source = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables, strict=False)
         stats = self._stats.open_call(name)
         stream = ResultStream(
             name=name,
@@ -245,7 +244,7 @@ class Pool(AsyncCalls, Executor):
             name=name,
             fn=fn,
             mode=mode,
-            source=source,
+            source=input_of(iterables),
             chunker=self._chunker(total, options.chunksize),
             sink=stream,
             stats=stats,
@@ -463,7 +462,7 @@ class Pool(AsyncCalls, Executor):
             name=_describe("submit", fn),
             fn=fn,
             mode=CallMode.CALL,
-            source=calls,
+            source=IteratorInput(calls),
             feed=calls,
             sink=calls,
             stats=self._stats.open_call(_describe("submit", fn), remember=False),

@@ -31,6 +31,24 @@ def test_map_over_several_iterables_stops_at_the_shortest(start_method: str) -> 
         assert pool.starmap(tasks.add, [(1, 2), (3, 4)]) == [3, 7]
 
 
+def test_a_range_travels_as_ranges_not_its_items() -> None:
+    """``map(fn, range(n))`` sends each chunk as a range: a few bytes, whatever its size."""
+    sent = {}
+    for kind, numbers in (("range", range(200_000)), ("list", list(range(200_000)))):
+        with corepool.Pool(2) as pool:
+            assert pool.map(tasks.square, numbers) == [x * x for x in range(200_000)]
+            sent[kind] = pool.stats().moved.sent_inline_bytes
+    assert sent["list"] is not None and sent["range"] is not None
+    assert sent["range"] * 20 < sent["list"], sent
+
+
+def test_a_worker_lost_on_a_range_costs_only_its_item() -> None:
+    with corepool.Pool(2) as pool:
+        results = pool.map(tasks.sigkill_on, range(40), return_exceptions=True)
+    assert isinstance(results[7], corepool.WorkerDied)
+    assert results[:7] + results[8:] == [*range(7), *range(8, 40)]
+
+
 def test_lambdas_closures_and_generators(start_method: str) -> None:
     offset = 5
     with corepool.Pool(2, start_method=start_method) as pool:

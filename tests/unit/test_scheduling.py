@@ -1,11 +1,13 @@
-"""The scheduler's pure parts: crash recovery plans, the read-ahead window, chunk sizes."""
+"""The scheduler's pure parts: crash recovery plans, the read-ahead window, chunk sizes, inputs."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 from corepool._chunking import MIN_CHUNK_SECONDS, Chunker
-from corepool._jobs import Window
+from corepool._jobs import IteratorInput, SliceInput, Window, input_of
 from corepool._recovery import MAX_SILENT_LOSSES, Recovery, plan_recovery
 
 
@@ -83,3 +85,38 @@ def test_explicit_chunks_of_real_work_stay_as_asked() -> None:
     chunker = Chunker(workers=2, total=None, chunksize=2)
     chunker.observe(2, MIN_CHUNK_SECONDS * 2)
     assert chunker.next_size(0) == 2
+
+
+@pytest.mark.parametrize("sequence", [list(range(10)), tuple(range(10)), range(10)])
+def test_a_list_tuple_or_range_is_read_by_slices_of_its_own_type(
+    sequence: list[int] | tuple[int, ...] | range,
+) -> None:
+    source = input_of((sequence,))
+    assert isinstance(source, SliceInput)
+    first, failure = source.take(4)
+    rest, _ = source.take(100)
+    after, _ = source.take(1)
+    assert type(first) is type(sequence)  # a chunk of a range is a range: three numbers
+    assert (list(first), list(rest), len(after), failure) == (
+        [0, 1, 2, 3],
+        list(range(4, 10)),
+        0,
+        None,
+    )
+
+
+def test_other_inputs_are_read_item_by_item_keeping_what_came_before_a_failure() -> None:
+    class Numbers(list[int]):
+        """A subclass may slice to something else: read it as any iterable."""
+
+    assert isinstance(input_of((Numbers([1, 2]),)), IteratorInput)
+    assert input_of((range(3), "ab")).take(5) == ([(0, "a"), (1, "b")], None)
+
+    def failing() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("bad input")
+
+    items, failure = input_of((failing(),)).take(10)
+    assert items == [1, 2]
+    assert isinstance(failure, ValueError)

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 
 from corepool._backends.base import Backend
 from corepool._backends.local import LocalBackend
-from corepool._backends.threads import ThreadBackend
 from corepool.options import PoolOptions
 
 __all__ = ["create", "refused_options"]
@@ -42,6 +41,10 @@ def create(options: PoolOptions) -> Backend:
         backend: Backend = dask_backend.DaskBackend(options)
         return backend
     if options.backend == "thread":
+        # Imported here: it loads the worker side (run_tasks), which a
+        # process pool's parent never needs.
+        from corepool._backends.threads import ThreadBackend  # noqa: PLC0415
+
         _refuse(options, ThreadBackend.REFUSED)
         return ThreadBackend(options)
     return LocalBackend(options)

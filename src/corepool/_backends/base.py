@@ -54,7 +54,7 @@ class Chunk:
         fn: Callable[..., Any],
         mode: CallMode,
         indices: Sequence[int],
-        items: list[Any],
+        items: Sequence[Any],
         stride: int = 1,
         timeout_s: float | None = None,
         exits_are_errors: bool = False,
@@ -100,7 +100,7 @@ class Chunk:
         )
 
     def _derive(
-        self, chunk_id: int, indices: Sequence[int], items: list[Any], stride: int
+        self, chunk_id: int, indices: Sequence[int], items: Sequence[Any], stride: int
     ) -> Chunk:
         return Chunk(
             chunk_id,

@@ -21,7 +21,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from corepool._backends.base import (
@@ -166,6 +166,8 @@ class ThreadBackend:
             self._outbox.put(ChunkFinished(chunk, payload, errors, busy, worker_id, 0.0, busy, 0.0))
 
 
-def _size(values: list[Any]) -> int:
+def _size(values: Sequence[Any]) -> int:
     """A cheap estimate of the bytes ``values`` hold, for the read-ahead budget."""
+    if isinstance(values, range):  # its items are made as they are read
+        return sys.getsizeof(values)
     return sum(map(sys.getsizeof, values))
