@@ -2,7 +2,8 @@
 
 Runs in its own process, started once per parent (see ``_spawn.ForkServer``).
 It imports the worker code and any preloaded modules once, then forks a
-worker per request in a millisecond or two. Being single-threaded, it can
+worker per request in a millisecond or two; once idle, it also loads
+cloudpickle for the workers it forks later. Being single-threaded, it can
 fork safely, which the parent (running the scheduler thread) cannot. It never
 imports the parent's ``__main__``.
 
@@ -31,6 +32,7 @@ __all__ = ["EXIT_STATUS", "PID", "serve"]
 
 PID = struct.Struct("q")
 EXIT_STATUS = struct.Struct("i")
+_IDLE_S = 0.05  # no request for this long: the server is idle
 
 
 def serve(ctrl_fd: int) -> None:
@@ -52,8 +54,17 @@ def serve(ctrl_fd: int) -> None:
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     ctrl.sendall(b"R")
     status_pipes: dict[int, int] = {}
+    # Loaded once the server is idle, so that it never delays the first
+    # workers: a later worker that must unpickle a function sent by value
+    # then finds cloudpickle loaded (by_value imports it).
+    warm_up = ["corepool._transport.by_value"]
     while True:
-        readable, _, _ = select.select([ctrl.fileno(), wake_r], [], [])
+        readable, _, _ = select.select(
+            [ctrl.fileno(), wake_r], [], [], _IDLE_S if warm_up else None
+        )
+        if not readable:
+            importlib.import_module(warm_up.pop())
+            continue
         if wake_r in readable:
             os.read(wake_r, 4096)
             _reap(status_pipes)

@@ -131,3 +131,38 @@ def test_options_are_checked() -> None:
         corepool.Pool(preload=["numpy"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="inner_threads must be None or an int >= 1"):
         corepool.Pool(inner_threads=0)
+
+
+def test_cloudpickle_is_loaded_when_needed_and_by_an_idle_fork_server() -> None:
+    """Nothing pickled by value, no cloudpickle in the parent; later workers find it loaded.
+
+    A fresh interpreter, so that no earlier test has loaded it: the fork
+    server loads it once idle (not before its first workers), and a worker
+    it forks after that has it before its first task. With one task per
+    worker, each task's worker is forked as the one before retires: the
+    third is forked after the server has been idle.
+    """
+    program = textwrap.dedent(
+        """
+        import sys, time
+        import corepool, tasks
+        with corepool.Pool(1, max_tasks_per_worker=1) as pool:
+            pool.submit(abs, -1).result()
+            time.sleep(0.5)
+            pool.submit(abs, -1).result()
+            later = pool.submit(tasks.modules_loaded, ["cloudpickle"]).result()
+            print("parent", "cloudpickle" in sys.modules, "later worker", later)
+            print("by value", pool.submit(lambda: 2).result(), "cloudpickle" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(tasks.__file__).parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "parent False later worker [True]" in done.stdout
+    assert "by value 2 True" in done.stdout

@@ -3,7 +3,7 @@
 Runs in the parent and in every worker. Plain pickle (protocol 5) is tried
 first; objects that it cannot pickle, or that it would pickle by a reference
 to ``__main__`` (which workers never import), go through cloudpickle, which
-sends them by value.
+sends them by value (``by_value``, imported on first use).
 
 Functions of the caller's script (``__main__``) sent by value all land in
 one namespace per worker, as if the script were a module imported there:
@@ -15,7 +15,6 @@ do not overwrite it), as a module's globals keep theirs after import.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copyreg
 import io
@@ -26,9 +25,6 @@ import traceback
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
-
-import cloudpickle
-from cloudpickle import cloudpickle as _cloudpickle_internals
 
 from corepool._protocol import ErrorSite, RemoteError
 
@@ -71,83 +67,15 @@ def new_main_module() -> None:
     sys.modules["__main__"] = module
 
 
-def _set_main_function_state(func: types.FunctionType, state: tuple[Any, Any]) -> None:
-    """cloudpickle's function state, except that globals the namespace has are kept."""
-    attributes, slots = state
-    namespace = func.__globals__
-    for name, value in slots.pop("__globals__").items():
-        namespace.setdefault(name, value)
-    slots["__globals__"] = {}
-    _cloudpickle_internals._function_setstate(func, (attributes, slots))
-
-
-class _MainNamespace:
-    """Stands for the caller's ``__main__`` namespace in a pickle: ``main_namespace()`` there."""
-
-    def __reduce__(self) -> tuple[Callable[[], dict[str, Any]], tuple[()]]:
-        return main_namespace, ()
-
-
-_MAIN_NAMESPACE = _MainNamespace()
-
-
-class _CodeOfCloudpickle:
-    """A code object that pickles as cloudpickle pickles it (see ``_code_keeping_its_file``)."""
-
-    def __init__(self, code: types.CodeType) -> None:
-        self.code = code
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        assert _cloudpickle_code_reduce is not None  # else _Pickler never makes one
-        reduced: tuple[Any, ...] = _cloudpickle_code_reduce(self.code)
-        return reduced
-
-
-def _code_in_file(code: types.CodeType, filename: str) -> types.CodeType:
-    """``code`` as compiled from ``filename``, so that tracebacks show its source lines."""
-    return code.replace(co_filename=filename)
-
-
-def _code_keeping_its_file(code: types.CodeType) -> tuple[Any, ...]:
-    """Pickle ``code`` by value as cloudpickle does, but keep its file name.
-
-    cloudpickle names every function it sends by value ``<dynamic-code>``, so
-    a remote traceback through the script's functions shows no source line;
-    the worker, on the same machine, can read the script's file itself.
-    """
-    return _code_in_file, (_CodeOfCloudpickle(code), code.co_filename)
-
-
-_cloudpickle_code_reduce = getattr(cloudpickle.cloudpickle, "_code_reduce", None)
-
-
-class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle, with the script's functions bound to the receiver's ``main_namespace()``.
-
-    Code sent by value keeps its file name (see ``_code_keeping_its_file``).
-    """
-
-    if _cloudpickle_code_reduce is not None:
-        dispatch_table = collections.ChainMap(
-            {types.CodeType: _code_keeping_its_file}, cloudpickle.Pickler.dispatch_table
-        )
-
-    def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple[Any, ...]:
-        reduced: tuple[Any, ...] = super()._dynamic_function_reduce(func)
-        if func.__globals__ is not main_namespace():
-            return reduced
-        make, (code, _, name, defaults, closure), state = reduced[:3]
-        newargs = (code, _MAIN_NAMESPACE, name, defaults, closure)
-        return (make, newargs, state, None, None, _set_main_function_state)
-
-
 def dumps_by_value(
     obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None
 ) -> bytes:
     """Pickle with cloudpickle: lambdas, closures and the script's objects travel by value."""
-    stream = io.BytesIO()
-    _Pickler(stream, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
-    return stream.getvalue()
+    # cloudpickle takes ~10 ms to import: a process loads it the first time
+    # something must travel by value, not at start-up.
+    from corepool._transport import by_value  # noqa: PLC0415
+
+    return by_value.dumps(obj, buffer_callback)
 
 
 def dumps(obj: Any, *, for_parent: bool = False) -> bytes:
@@ -195,18 +123,9 @@ def _dumps_exception(exc: BaseException) -> bytes:
     try:
         pickler.dump(exc)
     except (pickle.PicklingError, TypeError, AttributeError):
-        return _exception_by_value(exc, table)
-    return stream.getvalue()
+        from corepool._transport import by_value  # noqa: PLC0415  # see dumps_by_value
 
-
-def _exception_by_value(exc: BaseException, table: dict[Any, Any]) -> bytes:
-    """``exc`` pickled by cloudpickle (it holds lambdas, say), with ``table`` for copyreg's."""
-    stream = io.BytesIO()
-    pickler = _Pickler(stream, PROTOCOL)
-    own = getattr(cloudpickle.cloudpickle, "_dispatch_table", {})
-    code = {types.CodeType: _code_keeping_its_file} if _cloudpickle_code_reduce else {}
-    pickler.dispatch_table = collections.ChainMap(code, own, table)
-    pickler.dump(exc)
+        return by_value.dumps_exception(exc, table)
     return stream.getvalue()
 
 
