@@ -7,8 +7,9 @@ Cases:
        queue, 200,000 in all
     d  64 KB messages, 2 producers -> 2 consumers, 4,000 in all
     e  a shared counter, 2 processes x 500,000 increments:
-       ``corepool.Counter().add(1)`` vs ``multiprocessing.Value('q')`` with
-       ``with v.get_lock(): v.value += 1``; the total must be exact
+       ``corepool.Counter().add(1)``, and ``corepool.Value('q')`` and
+       ``multiprocessing.Value('q')`` with ``with v.get_lock(): v.value += 1``;
+       the total must be exact
     f  a producer process puts 40 numpy arrays of 8 MB (1,000,000 float64
        each) on a queue, the parent gets and checks them
     g  10,000 ping-pongs of a small tuple between the parent and a child over a
@@ -59,7 +60,7 @@ import statistics
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -312,6 +313,9 @@ MP = Lib(
     lambda: multiprocessing.Value("q", 0),
     add_to_mp_value,
 )
+
+# Case e's second corepool contender: the stdlib's idiom on corepool's Value and its Lock.
+LOCKED = replace(COREPOOL, counter=lambda: corepool.Value("q", 0), adder=add_to_mp_value)
 
 
 def _close(queue: Any, consumers: int) -> None:
@@ -726,6 +730,7 @@ def case_d(cfg: Config) -> Case:
 def case_e(cfg: Config) -> Case:
     contenders = [
         Contender("corepool Counter.add(1)", COREPOOL, lambda c: run_counter(COREPOOL, c)),
+        Contender("corepool Value('q') + get_lock()", COREPOOL, lambda c: run_counter(LOCKED, c)),
         Contender("mp Value('q') + get_lock()", MP, lambda c: run_counter(MP, c)),
     ]
     adds = 2 * cfg.e_adds

@@ -50,14 +50,18 @@ number it took is never used again.
 from __future__ import annotations
 
 import ctypes
-import importlib
 import os
 import platform
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, Protocol
 
-from corepool._transport.semaphores import SharedBlock, libc, sem_acquire, sem_release
+from corepool._transport.semaphores import (
+    SEM_VALUE_MAX,
+    Semaphore,
+    SharedBlock,
+    libc,
+    semaphore_at,
+)
 
 __all__ = ["FRAME", "RAW", "SOCKET", "Put", "Ring", "Taken"]
 
@@ -88,52 +92,6 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
-
-
-class _Semaphore(Protocol):
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool: ...
-
-    def release(self) -> None: ...
-
-
-class _CtypesSemaphore:
-    """A semaphore of a shared block through ``sync``'s libc calls (about 200 ns a call)."""
-
-    __slots__ = ("_address",)
-
-    def __init__(self, address: int) -> None:
-        self._address = address
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        return sem_acquire(self._address, block, timeout)
-
-    def release(self) -> None:
-        sem_release(self._address)
-
-
-def _semaphore_factory(libc_name: str) -> Callable[[int, int], _Semaphore]:
-    """How to reach a ``sem_t`` at an address: CPython's own C ``SemLock`` where it is safe.
-
-    ``_multiprocessing.SemLock`` built from a handle and no name works on the
-    ``sem_t`` at that address (about 20 ns a call, ten times faster than
-    ctypes) and, when collected, calls ``sem_close`` on it, which glibc
-    refuses harmlessly for a semaphore it did not open. Other C libraries
-    (musl unmaps the address) get the ctypes calls.
-    """
-    if libc_name != "glibc":
-        return lambda address, _maximum: _CtypesSemaphore(address)
-    semlock: Any = importlib.import_module("_multiprocessing").SemLock
-    kind = 1  # multiprocessing.synchronize.SEMAPHORE
-
-    def make(address: int, maximum: int) -> _Semaphore:
-        made: _Semaphore = semlock._rebuild(address, kind, maximum, None)
-        return made
-
-    return make
-
-
-_semaphore = _semaphore_factory(platform.libc_ver()[0])
-_SEM_MAX = 2**31 - 1
 
 
 def _is_alive(pid: int) -> bool:
@@ -217,12 +175,12 @@ class Ring:
         self._block = block
         self._fields = block.fields.cast("q")
         self._data = block.fields[_FIELDS * 8 :]
-        self._put_lock = _semaphore(block.field_address(_PUT_LOCK), 1)
-        self._get_lock = _semaphore(block.field_address(_GET_LOCK), 1)
-        self._repair = _semaphore(block.sem(_REPAIR), 1)
-        self._fence = _semaphore(block.sem(_FENCE), _SEM_MAX)
-        self._items = _semaphore(block.sem(_ITEMS), _SEM_MAX)
-        self._room = _semaphore(block.sem(_ROOM), _SEM_MAX)
+        self._put_lock = semaphore_at(block.field_address(_PUT_LOCK), 1)
+        self._get_lock = semaphore_at(block.field_address(_GET_LOCK), 1)
+        self._repair = semaphore_at(block.sem(_REPAIR), 1)
+        self._fence = semaphore_at(block.sem(_FENCE), SEM_VALUE_MAX)
+        self._items = semaphore_at(block.sem(_ITEMS), SEM_VALUE_MAX)
+        self._room = semaphore_at(block.sem(_ROOM), SEM_VALUE_MAX)
         self._head_seen = 0  # the head as this process last read it: it only grows
         self._receive = receive
 
@@ -236,7 +194,7 @@ class Ring:
     #     if not lock.acquire(False): self._wait_for(lock, holder_field)
     #     fields[holder_field] = _pid
 
-    def _wait_for(self, lock: _Semaphore, holder_field: int) -> None:
+    def _wait_for(self, lock: Semaphore, holder_field: int) -> None:
         """Wait for ``lock``; take it over if its holder died.
 
         The lock is held for well under a microsecond: trying again for a

@@ -27,10 +27,12 @@ from types import TracebackType
 from typing import Any
 
 from corepool._transport.semaphores import (
+    SEM_VALUE_MAX,
     SharedBlock,
     sem_acquire,
     sem_release,
     sem_value,
+    semaphore_at,
 )
 
 __all__ = [
@@ -74,7 +76,7 @@ class Semaphore(_Context):
         value: The initial count.
     """
 
-    __slots__ = ("_block",)
+    __slots__ = ("_block", "_sem")
 
     def __init__(self, value: int = 1) -> None:
         if value < 0:
@@ -82,6 +84,11 @@ class Semaphore(_Context):
         self._block = SharedBlock(1, 1)
         self._block.init(0, value)
         self._block.fields.cast("q")[0] = value
+        self._sem = semaphore_at(self._block.sem(0), self._maximum())
+
+    def _maximum(self) -> int:
+        """The count a ``release`` may not pass."""
+        return SEM_VALUE_MAX
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Take one; wait up to ``timeout`` seconds (``None``: forever) unless ``block`` is false.
@@ -89,11 +96,11 @@ class Semaphore(_Context):
         Returns:
             Whether it was taken.
         """
-        return sem_acquire(self._block.sem(0), block, timeout)
+        return self._sem.acquire(block, timeout)
 
     def release(self) -> None:
         """Give one back, waking one waiter."""
-        sem_release(self._block.sem(0))
+        self._sem.release()
 
     def get_value(self) -> int:
         """The current count (a snapshot: other processes may change it at once)."""
@@ -103,7 +110,14 @@ class Semaphore(_Context):
         return f"<corepool.{type(self).__name__} value={self.get_value()}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (type(self), self._block)
+        return _rebuild_semaphore, (type(self), self._block)
+
+
+def _rebuild_semaphore(cls: type[Semaphore], block: SharedBlock) -> Semaphore:
+    instance = cls.__new__(cls)
+    instance._block = block
+    instance._sem = semaphore_at(block.sem(0), instance._maximum())
+    return instance
 
 
 class BoundedSemaphore(Semaphore):
@@ -111,11 +125,15 @@ class BoundedSemaphore(Semaphore):
 
     __slots__ = ()
 
+    def _maximum(self) -> int:
+        return int(self._block.fields.cast("q")[0])
+
     def release(self) -> None:
         """Give one back; raise ``ValueError`` if that would pass the initial value."""
-        if self.get_value() >= self._block.fields.cast("q")[0]:
-            raise ValueError(f"{type(self).__name__} released too many times")
-        super().release()
+        try:
+            super().release()
+        except ValueError:
+            raise ValueError(f"{type(self).__name__} released too many times") from None
 
 
 class Lock(Semaphore):
@@ -131,11 +149,15 @@ class Lock(Semaphore):
     def __init__(self) -> None:
         super().__init__(1)
 
+    def _maximum(self) -> int:
+        return 1
+
     def release(self) -> None:
         """Release the lock; ``ValueError`` if it is not held."""
-        if self.get_value() >= 1:
-            raise ValueError("release of an unlocked corepool.Lock")
-        super().release()
+        try:
+            super().release()
+        except ValueError:
+            raise ValueError("release of an unlocked corepool.Lock") from None
 
     def locked(self) -> bool:
         """Whether some process holds the lock now."""

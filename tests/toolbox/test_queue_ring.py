@@ -10,8 +10,10 @@ import time
 import pytest
 
 import corepool
+import corepool.sync
 import toolbox_tasks
 from corepool import _ring
+from corepool._transport import semaphores
 
 
 def test_the_ring_wraps_around_many_times_with_messages_of_every_size() -> None:
@@ -181,9 +183,11 @@ def test_the_ctypes_semaphores_work_where_semlock_is_not_used(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The path for C libraries other than glibc (say musl): libc's calls through ctypes."""
-    monkeypatch.setattr(_ring, "_semaphore", _ring._semaphore_factory("musl"))
+    by_ctypes = semaphores._semaphore_factory("musl")
+    monkeypatch.setattr(_ring, "semaphore_at", by_ctypes)
+    monkeypatch.setattr(corepool.sync, "semaphore_at", by_ctypes)
     q = corepool.Queue(maxsize=2)
-    assert isinstance(q._ring._items, _ring._CtypesSemaphore)
+    assert isinstance(q._ring._items, semaphores._CtypesSemaphore)
     q.put(1)
     q.put(2)
     with pytest.raises(queue.Full):
@@ -194,6 +198,18 @@ def test_the_ctypes_semaphores_work_where_semlock_is_not_used(
     q.close()
     with pytest.raises(corepool.QueueClosed):
         q.get(timeout=1)
+    # The locks check a release past their maximum as SemLock does.
+    lock, bounded = corepool.Lock(), corepool.BoundedSemaphore(2)
+    assert isinstance(lock._sem, semaphores._CtypesSemaphore)
+    with lock:
+        assert not lock.acquire(timeout=0.01)
+    with pytest.raises(ValueError, match=r"release of an unlocked corepool\.Lock"):
+        lock.release()
+    assert bounded.acquire() and bounded.acquire() and not bounded.acquire(False)
+    bounded.release()
+    bounded.release()
+    with pytest.raises(ValueError, match="BoundedSemaphore released too many times"):
+        bounded.release()
 
 
 def test_a_zombie_holding_the_ring_lock_counts_as_dead() -> None:

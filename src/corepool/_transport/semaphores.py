@@ -15,16 +15,28 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib
 import os
 import pickle
+import platform
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing import reduction
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from corepool._transport.buffers import StdlibSegment, is_shared, new_shared_segment
 
-__all__ = ["SharedBlock", "libc", "sem_acquire", "sem_release", "sem_value"]
+__all__ = [
+    "SEM_VALUE_MAX",
+    "Semaphore",
+    "SharedBlock",
+    "libc",
+    "sem_acquire",
+    "sem_release",
+    "sem_value",
+    "semaphore_at",
+]
 
 _SEM_BYTES = 64  # sizeof(sem_t) is 32 on 64-bit Linux; a cache line each
 _FIELD_BYTES = 8
@@ -153,3 +165,61 @@ def sem_value(sem: int) -> int:
     if libc.sem_getvalue(sem, ctypes.byref(value)) != 0:
         _raise_errno("sem_getvalue")
     return value.value
+
+
+# -- one semaphore, at its address --------------------------------------------------
+
+SEM_VALUE_MAX = 2**31 - 1
+
+
+class Semaphore(Protocol):
+    """One ``sem_t`` of a shared block, with ``threading``'s acquire and release."""
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool: ...
+
+    def release(self) -> None:
+        """Give one back; ``ValueError`` if the count would pass the maximum."""
+
+
+class _CtypesSemaphore:
+    """A ``sem_t`` through ctypes calls (about 200 ns each), checked as ``SemLock`` checks."""
+
+    __slots__ = ("_address", "_maximum")
+
+    def __init__(self, address: int, maximum: int) -> None:
+        self._address = address
+        self._maximum = maximum
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        return sem_acquire(self._address, block, timeout)
+
+    def release(self) -> None:
+        if self._maximum < SEM_VALUE_MAX and sem_value(self._address) >= self._maximum:
+            raise ValueError("semaphore or lock released too many times")
+        sem_release(self._address)
+
+
+def _semaphore_factory(libc_name: str) -> Callable[[int, int], Semaphore]:
+    """How to reach a ``sem_t`` at an address: CPython's own C ``SemLock`` where it is safe.
+
+    ``_multiprocessing.SemLock`` built from a handle and no name works on the
+    ``sem_t`` at that address (about 20 ns a call, ten times faster than
+    ctypes, and a release past the maximum is its ``ValueError``) and, when
+    collected, calls ``sem_close`` on it, which glibc refuses harmlessly for
+    a semaphore it did not open. Other C libraries (musl unmaps the address)
+    get the ctypes calls.
+    """
+    if libc_name != "glibc":
+        return _CtypesSemaphore
+    semlock: Any = importlib.import_module("_multiprocessing").SemLock
+    kind = 1  # multiprocessing.synchronize.SEMAPHORE
+
+    def make(address: int, maximum: int) -> Semaphore:
+        made: Semaphore = semlock._rebuild(address, kind, maximum, None)
+        return made
+
+    return make
+
+
+# semaphore_at(address, maximum): the semaphore at address; SEM_VALUE_MAX: unbounded.
+semaphore_at: Callable[[int, int], Semaphore] = _semaphore_factory(platform.libc_ver()[0])
