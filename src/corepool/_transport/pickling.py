@@ -3,14 +3,9 @@
 Runs in the parent and in every worker. Plain pickle (protocol 5) is tried
 first; objects that it cannot pickle, or that it would pickle by a reference
 to ``__main__`` (which workers never import), go through cloudpickle, which
-sends them by value (``by_value``, imported on first use).
-
-Functions of the caller's script (``__main__``) sent by value all land in
-one namespace per worker, as if the script were a module imported there:
-an initializer's ``global`` is seen by every task, a module-level cache is
-shared by every function of the script. A global the namespace already has
-keeps its value there (the first function to arrive brings it, later ones
-do not overwrite it), as a module's globals keep theirs after import.
+sends them by value (``by_value``, imported on first use, says where the
+script's functions land in a worker). This module keeps the namespace they
+land in (``main_namespace``, ``new_main_module``).
 """
 
 from __future__ import annotations
