@@ -147,6 +147,16 @@ def _memfd_segments() -> int:
     return held
 
 
+def _describe(pid: int) -> str:
+    """``pid (its command line, parent N)``, as far as it can still be read."""
+    try:
+        process = psutil.Process(pid)
+        command = " ".join(process.cmdline())[:100]
+        return f"{pid} ({command}, parent {process.ppid()})"
+    except psutil.Error:
+        return str(pid)
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves child processes or shared-memory segments behind."""
@@ -167,10 +177,11 @@ def no_leaks() -> Iterator[None]:
         if not (leaked or segments) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
+    described = [_describe(pid) for pid in sorted(leaked)]
     for pid in leaked:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-    assert not leaked, f"the test left child processes running: {sorted(leaked)}"
+    assert not leaked, f"the test left child processes running: {described}"
     assert not segments, f"the test left shared-memory segments: {sorted(segments)}"
 
 

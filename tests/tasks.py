@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -26,6 +27,21 @@ def identity(x: Any) -> Any:
 def sleep_then(seconds: float, value: Any = None) -> Any:
     time.sleep(seconds)
     return value
+
+
+_UNREAD: list[Any] = []
+
+
+def fill_an_unread_stdlib_queue(_: Any = None) -> int:
+    """Put 1 MiB on a new ``multiprocessing.Queue`` nobody reads; return this worker's pid.
+
+    The worker's exit then waits for the queue's feeder thread, blocked on
+    the full pipe, as a stdlib process's exit would: it cannot end by itself.
+    """
+    queue = multiprocessing.Queue()
+    queue.put(b"x" * (1 << 20))
+    _UNREAD.append(queue)
+    return os.getpid()
 
 
 def pid_of(_: Any) -> int:

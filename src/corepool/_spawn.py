@@ -455,6 +455,7 @@ def forkserver_pids() -> list[int]:
 
 PARK_SECONDS = 10.0
 _ADOPT_WITHIN_S = PARK_SECONDS - 2.0
+_LEAVE_S = 1.0  # a parked worker let go exits within this, or is killed
 
 _parked: dict[tuple[str, WorkerSetup], list[WorkerProcess]] = {}
 _parked_lock = threading.Lock()
@@ -481,9 +482,18 @@ def adopt(key: tuple[str, WorkerSetup]) -> WorkerProcess | None:
 
 
 def _let_go(process: WorkerProcess) -> None:
-    """Hang up on a parked worker, which then exits, and reap it."""
+    """Hang up on a parked worker, which then exits, and reap it.
+
+    One that has not left a second later is killed: it holds no task, and
+    something keeps it from exiting (a stdlib ``Queue`` a task filled and
+    nobody reads, whose feeder its exit waits for, as the stdlib's own
+    processes do); let go as it is, it would run on untracked.
+    """
     process.hang_up()
-    process.exitcode(timeout=1.0)
+    if process.exitcode(timeout=_LEAVE_S) is None:
+        logger.debug("parked worker %d did not exit when let go; killing it", process.pid)
+        process.kill()
+        process.exitcode(timeout=_LEAVE_S)
     process.close()
     shared_board().release(process.slot)
 

@@ -81,6 +81,17 @@ def test_unadopted_workers_exit_by_themselves(monkeypatch: pytest.MonkeyPatch) -
     assert not set(pids) & set(_spawn.parked_pids())
 
 
+def test_a_parked_worker_that_cannot_exit_is_killed_when_let_go() -> None:
+    with corepool.Pool(1) as pool:
+        pid = pool.submit(tasks.fill_an_unread_stdlib_queue).result()
+    assert pid in _spawn.parked_pids()
+    started = time.monotonic()
+    _spawn._release_parked()  # what the exit hook, or a stale adoption, does
+    assert _gone([pid], 1.0), "a parked worker that cannot exit was left running"
+    assert time.monotonic() - started < 5.0
+    assert pid not in _spawn.parked_pids()
+
+
 def test_parked_workers_end_with_the_parent() -> None:
     code = textwrap.dedent(
         """
