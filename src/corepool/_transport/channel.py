@@ -80,7 +80,7 @@ class Channel:
         self._outbox: collections.deque[_Pending] = collections.deque()
         self._fds_in: collections.deque[int] = collections.deque()
         self._inbox = bytearray()  # received bytes not yet parsed into frames
-        self._scratch = bytearray(_READ_BYTES)
+        self._scratch = memoryview(bytearray(_READ_BYTES))  # reads of small frames land here
         self._payload: bytearray | None = None  # a large payload being read into place
         self._fd_count = 0
         self._got = 0
@@ -126,8 +126,9 @@ class Channel:
                 close_fds(fds)
                 raise
             else:
-                close_fds(fds)  # they went with the first byte
-                fds = ()
+                if fds:
+                    close_fds(fds)  # they went with the first byte
+                    fds = ()
                 if sent == len(header) + len(payload):
                     return
         # Queue what is left: the header's part carries the descriptors, if unsent.
@@ -222,6 +223,16 @@ class Channel:
         return self._read_frame()
 
     def _read_frame(self) -> Message:
+        if not self._inbox and self._payload is None:
+            # The common case, kept short: nothing left over, and one read
+            # brings exactly one frame without descriptors.
+            scratch = self._scratch
+            count = self._read_into(scratch)
+            if count >= _HEADER.size:
+                size, fd_count = _HEADER.unpack_from(scratch)
+                if fd_count == 0 and count == _HEADER.size + size:
+                    return Message(bytearray(scratch[_HEADER.size : count]), [])
+            self._inbox += scratch[:count]
         while True:
             message = self._parse()
             if message is not None:
@@ -265,8 +276,8 @@ class Channel:
         if self._payload is not None:
             self._got += self._read_into(memoryview(self._payload)[self._got :])
         else:
-            count = self._read_into(memoryview(self._scratch))
-            self._inbox += memoryview(self._scratch)[:count]
+            count = self._read_into(self._scratch)
+            self._inbox += self._scratch[:count]
 
     def _read_into(self, view: memoryview) -> int:
         count, ancillary, flags, _ = self._sock.recvmsg_into([view], _ANCILLARY_SIZE, _RECV_FLAGS)

@@ -67,7 +67,7 @@ def is_plain(obj: Any) -> bool:
     if kind in _SCALARS:
         return True
     if (kind is tuple or kind is list) and len(obj) <= _PLAIN_ITEMS:
-        return all(type(item) in _SCALARS for item in obj)
+        return _SCALARS.issuperset(map(type, obj))  # all() of a generator costs 2x
     return False
 
 
