@@ -114,8 +114,7 @@ class Semaphore(_Context):
 
 
 def _rebuild_semaphore(cls: type[Semaphore], block: SharedBlock) -> Semaphore:
-    instance = cls.__new__(cls)
-    instance._block = block
+    instance: Semaphore = _rebuild(cls, block)
     instance._sem = semaphore_at(block.sem(0), instance._maximum())
     return instance
 
