@@ -142,6 +142,19 @@ def modules_loaded(names: list[str]) -> list[bool]:
     return [name in sys.modules for name in names]
 
 
+def meet_then_report(counter: Any, others: int, names: list[str]) -> tuple[int, list[bool]]:
+    """Wait (30 s at most) until ``others`` tasks run beside this one; then this worker's pid and
+    which of ``names`` it had imported. Run ``others + 1`` at once on as many workers: one each."""
+    loaded = modules_loaded(names)
+    counter.add(1)
+    deadline = time.monotonic() + 30
+    while counter.value <= others:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {counter.value} of {others + 1} tasks met")
+        time.sleep(0.005)
+    return os.getpid(), loaded
+
+
 def blas_threads(_: Any = None) -> dict[str, Any]:
     """The BLAS thread pools of this worker after importing numpy, as threadpoolctl reports them."""
     import numpy  # noqa: F401 (loads the BLAS library)

@@ -26,7 +26,7 @@ import sys
 from typing import NoReturn
 
 from corepool._transport.channel import recv_exactly
-from corepool._transport.pickling import loads
+from corepool._transport.pickling import BY_VALUE_MODULE, loads
 
 __all__ = ["EXIT_STATUS", "PID", "serve"]
 
@@ -57,7 +57,7 @@ def serve(ctrl_fd: int) -> None:
     # Loaded once the server is idle, so that it never delays the first
     # workers: a later worker that must unpickle a function sent by value
     # then finds cloudpickle loaded (by_value imports it).
-    warm_up = ["corepool._transport.by_value"]
+    warm_up = [BY_VALUE_MODULE]
     while True:
         readable, _, _ = select.select(
             [ctrl.fileno(), wake_r], [], [], _IDLE_S if warm_up else None

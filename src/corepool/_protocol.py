@@ -23,6 +23,7 @@ __all__ = [
     "InitFailed",
     "Packed",
     "Park",
+    "Preload",
     "Ready",
     "RemoteError",
     "RunChunk",
@@ -110,6 +111,17 @@ class Park(NamedTuple):
     """
 
     timeout_s: float
+
+
+class Preload(NamedTuple):
+    """Import ``modules`` now, while idle: the next messages will need them. No answer.
+
+    The parent sends it to idle workers when a function must travel by
+    value, so that they load cloudpickle before that function reaches them
+    rather than on receiving it, one after another.
+    """
+
+    modules: tuple[str, ...]
 
 
 class ErrorSite(enum.IntEnum):

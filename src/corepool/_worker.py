@@ -36,6 +36,7 @@ from corepool._protocol import (
     ErrorSite,
     InitFailed,
     Park,
+    Preload,
     Ready,
     RemoteError,
     RunChunk,
@@ -251,6 +252,10 @@ def _loop(conn: Channel, status: memoryview) -> int:
                 functions.pop(fn_id, None)
             done, fds = _run_chunk(message, received.fds, functions, status, started)
             conn.send(done, fds)
+        elif isinstance(message, Preload):
+            for name in message.modules:
+                with contextlib.suppress(ImportError):  # the message that needs it will say so
+                    importlib.import_module(name)
         elif isinstance(message, Park):
             functions.clear()
             _state.clear()

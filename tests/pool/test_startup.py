@@ -133,6 +133,42 @@ def test_options_are_checked() -> None:
         corepool.Pool(inner_threads=0)
 
 
+def test_idle_workers_load_cloudpickle_as_soon_as_a_function_travels_by_value() -> None:
+    """Not each on receiving that function, one after the other; not before it is needed.
+
+    A fresh interpreter (no parked worker has loaded it), with ``spawn``
+    (no idle fork server has given it to its workers).
+    """
+    program = textwrap.dedent(
+        """
+        import functools
+        import corepool, tasks
+
+        def both_workers_report(pool):
+            counter = corepool.Counter()
+            report = functools.partial(tasks.meet_then_report, counter, 1)
+            return dict(pool.map(report, [["cloudpickle"]] * 2, chunksize=1))
+
+        with corepool.Pool(2, start_method="spawn") as pool:
+            before = both_workers_report(pool)
+            assert pool.submit(lambda: 2).result(timeout=30) == 2  # one worker gets it
+            after = both_workers_report(pool)
+        assert sorted(after) == sorted(before), (before, after)
+        print("before", sorted(before.values()), "after", sorted(after.values()))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(tasks.__file__).parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "before [[False], [False]] after [[True], [True]]" in done.stdout
+
+
 def test_cloudpickle_is_loaded_when_needed_and_by_an_idle_fork_server() -> None:
     """Nothing pickled by value, no cloudpickle in the parent; later workers find it loaded.
 

@@ -33,6 +33,7 @@ from corepool._protocol import (
     InitFailed,
     Packed,
     Park,
+    Preload,
     Ready,
     RunChunk,
     Stop,
@@ -48,7 +49,7 @@ from corepool._spawn import (
 )
 from corepool._transport.buffers import SegmentCache, open_segments, pack
 from corepool._transport.channel import close_fds
-from corepool._transport.pickling import dumps, loads
+from corepool._transport.pickling import BY_VALUE_MODULE, dumps, loads, needs_by_value
 from corepool._transport.status import shared_board
 from corepool._transport.stdlib_objects import sent_as_when_spawning
 from corepool.errors import PoolError
@@ -76,12 +77,21 @@ class _Function(NamedTuple):
     fn_id: int
     packed: Packed
     fds: list[int]  # the parent's; each first send to a worker sends duplicates
+    by_value: bool  # loading it imports cloudpickle
 
 
 class _Slot:
     """One worker position of the pool and the process currently in it."""
 
-    __slots__ = ("in_flight", "known_fns", "launched", "process", "ready", "tasks_left")
+    __slots__ = (
+        "has_by_value",
+        "in_flight",
+        "known_fns",
+        "launched",
+        "process",
+        "ready",
+        "tasks_left",
+    )
 
     def __init__(self, process: WorkerProcess, tasks_left: int | None, launched: float) -> None:
         self.process = process
@@ -90,6 +100,7 @@ class _Slot:
         self.known_fns: set[int] = set()
         self.ready = False
         self.tasks_left = tasks_left
+        self.has_by_value = False  # sent a function by value, or told to load cloudpickle
 
 
 class LocalBackend:
@@ -118,6 +129,7 @@ class LocalBackend:
         self._functions: collections.OrderedDict[int, _Function] = collections.OrderedDict()
         self._forgotten: list[int] = []
         self._next_fn_id = 0
+        self._by_value_in_use = False  # a function went by value: workers load cloudpickle
         self._start_failures = 0
         self._threshold = options.buffer_threshold_bytes
         # The initializer and its arguments, with the descriptors of the
@@ -253,6 +265,9 @@ class LocalBackend:
         slot.known_fns.add(function.fn_id)
         if first_time:
             fds.extend(os.dup(fd) for fd in function.fds)
+            if function.by_value and not slot.has_by_value:
+                slot.has_by_value = True
+                self._preload_by_value()
         message = RunChunk(
             chunk_id=chunk.id,
             tasks=len(chunk),
@@ -284,7 +299,9 @@ class LocalBackend:
         # Threshold None: a function's buffers travel in band; only the
         # descriptors of corepool primitives among its globals ride along.
         packed, fds = pack(fn, None)
-        entry = self._functions[key] = _Function(_reference(fn), self._next_fn_id, packed, fds)
+        entry = self._functions[key] = _Function(
+            _reference(fn), self._next_fn_id, packed, fds, needs_by_value(packed.data)
+        )
         self._next_fn_id += 1
         if len(self._functions) > FUNCTION_CACHE_SIZE:
             _, old = self._functions.popitem(last=False)
@@ -292,6 +309,19 @@ class LocalBackend:
             self._forgotten.append(old.fn_id)
             del self._forgotten[:-FUNCTION_CACHE_SIZE]
         return entry
+
+    def _preload_by_value(self) -> None:
+        """Have idle workers load cloudpickle now: a function travels by value.
+
+        Each would otherwise import it (about 10 ms) on receiving its first
+        chunk of that function, while the others wait on what it holds.
+        """
+        self._by_value_in_use = True  # workers that become ready later are told too
+        message = dumps(Preload((BY_VALUE_MODULE,)))
+        for slot in self._slots.values():
+            if slot.ready and not slot.in_flight and not slot.has_by_value:
+                slot.has_by_value = True
+                _send_quietly(slot.process, message)
 
     def wait(self, wakeup_fd: int, timeout: float | None) -> tuple[list[Event], bool]:
         selector = self._selector
@@ -417,6 +447,8 @@ class LocalBackend:
         if isinstance(message, Ready):
             slot.ready = True
             self._start_failures = 0
+            if self._by_value_in_use:
+                self._preload_by_value()
             return WorkerReady(worker_id, time.perf_counter() - slot.launched)
         if isinstance(message, InitFailed):
             return InitializerFailed(worker_id, message.error)

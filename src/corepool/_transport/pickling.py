@@ -24,6 +24,7 @@ from typing import Any
 from corepool._protocol import ErrorSite, RemoteError
 
 __all__ = [
+    "BY_VALUE_MODULE",
     "MAIN_REFERENCE",
     "PROTOCOL",
     "describe_unpicklable",
@@ -33,12 +34,14 @@ __all__ = [
     "in_process_error",
     "loads",
     "main_namespace",
+    "needs_by_value",
     "new_main_module",
     "remote_error",
 ]
 
 PROTOCOL = 5
 MAIN_REFERENCE = b"__main__"  # in a pickle: something workers would look up in __main__
+BY_VALUE_MODULE = "corepool._transport.by_value"  # what loading a by-value pickle imports
 
 loads = pickle.loads
 
@@ -71,6 +74,11 @@ def dumps_by_value(
     from corepool._transport import by_value  # noqa: PLC0415
 
     return by_value.dumps(obj, buffer_callback)
+
+
+def needs_by_value(data: bytes) -> bool:
+    """Whether loading the pickle ``data`` imports cloudpickle (``dumps_by_value`` made it)."""
+    return b"cloudpickle" in data
 
 
 def dumps(obj: Any, *, for_parent: bool = False) -> bytes:
