@@ -157,16 +157,8 @@ def test_idle_workers_load_cloudpickle_as_soon_as_a_function_travels_by_value() 
         print("before", sorted(before.values()), "after", sorted(after.values()))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=Path(tasks.__file__).parent,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "before [[False], [False]] after [[True], [True]]" in done.stdout
+    output = _run_fresh(program)
+    assert "before [[False], [False]] after [[True], [True]]" in output
 
 
 def test_cloudpickle_is_loaded_when_needed_and_by_an_idle_fork_server() -> None:
@@ -191,6 +183,13 @@ def test_cloudpickle_is_loaded_when_needed_and_by_an_idle_fork_server() -> None:
             print("by value", pool.submit(lambda: 2).result(), "cloudpickle" in sys.modules)
         """
     )
+    output = _run_fresh(program)
+    assert "parent False later worker [True]" in output
+    assert "by value 2 True" in output
+
+
+def _run_fresh(program: str) -> str:
+    """Run ``program`` in a fresh interpreter beside the tests' task modules; its output."""
     done = subprocess.run(
         [sys.executable, "-c", program],
         capture_output=True,
@@ -200,5 +199,4 @@ def test_cloudpickle_is_loaded_when_needed_and_by_an_idle_fork_server() -> None:
         cwd=Path(tasks.__file__).parent,
     )
     assert done.returncode == 0, done.stderr
-    assert "parent False later worker [True]" in done.stdout
-    assert "by value 2 True" in done.stdout
+    return done.stdout
