@@ -12,10 +12,13 @@ import time
 import psutil
 import pytest
 
-# The parent prints its workers' pids, then blocks in a long call.
+# The parent prints its workers' pids, then blocks in a long call. It takes
+# Ctrl-C as a terminal's foreground job does, however the tests were started
+# (a shell's background job, a CI runner's, starts with SIGINT ignored).
 PARENT = textwrap.dedent(
     """
-    import os, sys, time, corepool
+    import os, signal, sys, time, corepool
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     def nap(seconds):
         time.sleep(seconds)
         return os.getpid()
