@@ -147,12 +147,19 @@ def meet_then_report(counter: Any, others: int, names: list[str]) -> tuple[int, 
     which of ``names`` it had imported. Run ``others + 1`` at once on as many workers: one each."""
     loaded = modules_loaded(names)
     counter.add(1)
-    deadline = time.monotonic() + 30
-    while counter.value <= others:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {counter.value} of {others + 1} tasks met")
-        time.sleep(0.005)
+    if not _count_reaches(counter, others + 1):
+        raise TimeoutError(f"only {counter.value} of {others + 1} tasks met")
     return os.getpid(), loaded
+
+
+def _count_reaches(counter: Any, count: int, within_s: float = 30.0) -> bool:
+    """Whether ``counter`` reaches ``count`` within ``within_s`` seconds (polled)."""
+    deadline = time.monotonic() + within_s
+    while counter.value < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def blas_threads(_: Any = None) -> dict[str, Any]:
@@ -169,11 +176,8 @@ def head_waits_for_the_rest(counter: Any, others: int, x: int) -> str:
     if x != 0:
         counter.add(1)
         return "ran"
-    deadline = time.monotonic() + 30
-    while counter.value < others:
-        if time.monotonic() > deadline:
-            return "stalled: the tasks behind the head did not run"
-        time.sleep(0.005)
+    if not _count_reaches(counter, others):
+        return "stalled: the tasks behind the head did not run"
     return "not stalled"
 
 
