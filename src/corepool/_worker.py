@@ -20,7 +20,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -49,6 +48,7 @@ from corepool._transport.channel import Channel
 from corepool._transport.pickling import (
     describe_unpicklable,
     dumps,
+    format_exception,
     in_process_error,
     loads,
     new_main_module,
@@ -95,8 +95,8 @@ def serve_and_exit(conn_fd: int, board_fd: int) -> NoReturn:
         exit_hooks.run()
     except SystemExit as exc:  # a task called sys.exit(): keep its code, as Python would
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as exc:
+        sys.stderr.write(format_exception(exc))
     finally:
         for stream in (sys.stdout, sys.stderr):  # a task may have replaced or closed them
             with contextlib.suppress(Exception):

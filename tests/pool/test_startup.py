@@ -133,6 +133,37 @@ def test_options_are_checked() -> None:
         corepool.Pool(inner_threads=0)
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_workers_load_only_the_worker_side(start_method: str) -> None:
+    """Not the pool, the scheduler or the launcher, nor what only they or errors need.
+
+    A fresh interpreter, so that no parked worker of an earlier test serves
+    it; ``eval`` (a builtin, sent by reference) lists the worker's modules.
+    """
+    program = textwrap.dedent(
+        f"""
+        import corepool
+        with corepool.Pool(1, start_method={start_method!r}) as pool:
+            listing = "sorted(__import__('sys').modules)"
+            print(*pool.submit(eval, listing).result(timeout=30))
+        """
+    )
+    loaded = set(_run_fresh(program).split())
+    assert "corepool._worker" in loaded
+    parent_side = {
+        "corepool.pool",
+        "corepool._scheduler",
+        "corepool._spawn",
+        "corepool._backends",
+        "corepool.errors",
+        "concurrent.futures.process",
+        "dataclasses",
+        "logging",
+        "traceback",
+    }
+    assert loaded & parent_side == set()
+
+
 def test_idle_workers_load_cloudpickle_as_soon_as_a_function_travels_by_value() -> None:
     """Not each on receiving that function, one after the other; not before it is needed.
 
