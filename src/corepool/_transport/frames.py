@@ -110,8 +110,8 @@ def decode(frame: memoryview | bytes, fds: list[int]) -> tuple[Any, bool]:
     """The message's object, and whether it is a batch (a list of items)."""
     flags, count = _HEADER.unpack_from(frame)
     start = _HEADER.size + count
-    if flags & _INLINE and not fds:
-        return pickle.loads(frame[start:]), bool(flags & BATCH)
+    if flags & _INLINE and not fds:  # a view: slicing bytes would copy the pickle
+        return pickle.loads(memoryview(frame)[start:]), bool(flags & BATCH)
     kinds = bytes(frame[_HEADER.size : start])
     if flags & _INLINE:
         packed = Packed(bytes(frame[start:]), kinds)
