@@ -440,36 +440,31 @@ def _call_each_timed(
     return results, errors
 
 
-def _record(
-    errors: dict[int, RemoteError] | None,
-    position: int,
-    exc: BaseException,
-    append: Callable[[Any], None],
-) -> dict[int, RemoteError]:
-    """Keep a task's exception for the parent; its result slot holds None."""
-    errors = errors or {}
-    errors[position] = remote_error(exc)
-    append(None)
-    return errors
-
-
-def _record_live(
-    errors: dict[int, RemoteError] | None,
-    position: int,
-    exc: BaseException,
-    append: Callable[[Any], None],
-) -> dict[int, RemoteError]:
-    """As ``_record``, keeping the exception itself: it never leaves this process."""
-    errors = errors or {}
-    errors[position] = in_process_error(exc)
-    append(None)
-    return errors
-
-
 Recorder = Callable[
     [dict[int, RemoteError] | None, int, BaseException, Callable[[Any], None]],
     dict[int, RemoteError],
 ]
+
+
+def _recorder(package: Callable[[BaseException], RemoteError]) -> Recorder:
+    """A function that keeps a task's exception, packaged for the caller, and a None result."""
+
+    def record(
+        errors: dict[int, RemoteError] | None,
+        position: int,
+        exc: BaseException,
+        append: Callable[[Any], None],
+    ) -> dict[int, RemoteError]:
+        errors = errors or {}
+        errors[position] = package(exc)
+        append(None)
+        return errors
+
+    return record
+
+
+_record = _recorder(remote_error)  # pickled for the parent
+_record_live = _recorder(in_process_error)  # the exception itself: it never leaves this process
 
 
 def _call_in_strides(
