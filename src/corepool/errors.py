@@ -90,7 +90,12 @@ def _death_cause(exitcode: int | None, *, in_pool: bool) -> str:
     if name is not None:
         return _SIGNAL_CAUSES.get(name, f"The worker was stopped by {name}.")
     if exitcode is None:
-        return "Its exit status could not be read."
+        return (
+            "Its exit status is unknown (a Dask scheduler only says that a worker was "
+            "lost; a local worker had not ended a second after its connection closed): "
+            "it may have been killed, run out of memory or lost its machine; the "
+            "worker's own log says more."
+        )
     return (
         f"The task (or code it called) ended the process with exit code {exitcode}: "
         "look for os._exit(), sys.exit() or an uncaught BaseException."
@@ -135,7 +140,12 @@ class WorkerDied(PoolError, _BrokenProcessPool):
         self.signal = signal_name(exitcode)
         self.task_index = task_index
         self.job = job
-        how = f"got {self.signal}" if self.signal else f"exited with code {exitcode}"
+        if self.signal:
+            how = f"got {self.signal}"
+        elif exitcode is None:
+            how = "was lost"
+        else:
+            how = f"exited with code {exitcode}"
         where = f"in task {task_index} of {job}" if task_index is not None else f"during {job}"
         after = {True: " It was replaced.", False: " The pool is shutting down.", None: ""}[
             replaced

@@ -90,6 +90,14 @@ def test_worker_died_for_a_plain_exit() -> None:
     assert "os._exit(), sys.exit()" in str(error)
 
 
+def test_worker_died_with_an_unknown_exit_status() -> None:
+    """What a Dask worker's loss gives: the scheduler says only that it was lost."""
+    error = WorkerDied(worker_id=1, pid=4242, exitcode=None, task_index=7, job="map(f)")
+    assert str(error).startswith("worker 1 (pid 4242) was lost in task 7 of map(f). ")
+    assert "Its exit status is unknown (a Dask scheduler only says" in str(error)
+    assert "the worker's own log says more. It was replaced." in str(error)
+
+
 def test_errors_survive_pickling() -> None:
     died = WorkerDied(worker_id=1, pid=2, exitcode=-11, task_index=3, job="map(f)")
     copy = pickle.loads(pickle.dumps(died))
