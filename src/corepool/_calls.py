@@ -1,8 +1,8 @@
 """``submit``: the futures it returns, and the queue that sends consecutive calls together.
 
-Runs in the parent: ``add`` and ``seal`` in callers' threads (under the
-pool's submit lock), the rest in the scheduler thread. Imports ``_jobs``,
-``_scheduler`` and ``errors``.
+Runs in the parent: ``Submits`` and a queue's ``add`` and ``seal`` in
+callers' threads (under the ``Submits`` lock), the rest in the scheduler
+thread. Imports ``_jobs``, ``_scheduler`` and ``errors``.
 
 Each ``submit`` of the same function joins one open ``CallQueue``, which is
 the input, the feed and the sink of one job: the scheduler takes the queued
@@ -11,7 +11,8 @@ many together when calls pile up), and each future resolves as soon as the
 results of its chunk are back. A submit costs the caller a future and an
 append. A queue that runs dry closes (the next submit opens another), so
 that nothing keeps the function, or what it refers to, alive once its calls
-are done.
+are done; each job copies large arguments anew, unless the queues share
+their copies (``Submits.sharing_copies``, for joblib's ``Parallel`` calls).
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from corepool._jobs import Aborted, Delivery, Finished, Job, Results, TaskFailed
+from corepool._jobs import Aborted, Delivery, Finished, Job, Results, TaskFailed, new_sharing_key
 from corepool._scheduler import Scheduler
 from corepool._transport.pickling import qualified_type_name
 from corepool.errors import SerializationError
 
-__all__ = ["CallQueue", "TaskFuture"]
+__all__ = ["CallQueue", "Submits", "TaskFuture"]
 
 # The states of concurrent.futures.Future (its module keeps them private).
 _RUNNING = "RUNNING"
@@ -296,6 +297,101 @@ class CallQueue:
                     future.set_result(values[position])
             except InvalidStateError:  # stopped by its caller meanwhile
                 pass
+
+
+class Submits:
+    """A pool's submits: its open ``CallQueue``, and the key of copies new queues share.
+
+    Callers' threads, under its lock. ``opened`` hears of each new queue.
+    It keeps no reference to its pool, so that a pool dropped without
+    ``close()`` is freed at once (its finalizer stops the workers).
+    """
+
+    def __init__(self, scheduler: Scheduler, opened: Callable[[CallQueue], None]) -> None:
+        self._scheduler = scheduler
+        self._opened = opened
+        self._open: CallQueue | None = None
+        self._sharing: int | None = None
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        fn: Callable[..., Any],
+        future: TaskFuture,
+        exits_are_errors: bool,
+        make_job: Callable[[CallQueue, int | None], Job],
+    ) -> None:
+        """Queue the call ``future`` carries: in the open queue if it is ``fn``'s, else a new one.
+
+        ``make_job`` makes the job of a new queue, given the key of argument
+        copies it shares (``None``: its own).
+
+        Raises:
+            PoolClosed: The pool was closed (from the scheduler).
+        """
+        with self._lock:
+            calls = self._open
+            if (
+                calls is None
+                or calls.fn is not fn
+                or calls.exits_are_errors != exits_are_errors
+                or not calls.add(future)
+            ):
+                self._open_queue(fn, exits_are_errors, future, make_job)
+
+    def seal(self) -> None:
+        """Seal the open queue: the next submit opens another."""
+        with self._lock:
+            if self._open is not None:
+                self._open.seal()
+
+    @contextlib.contextmanager
+    def sharing_copies(self) -> Iterator[None]:
+        """Within it, the submitted calls copy each large argument once, whatever their jobs.
+
+        Submits of one function make a new job each time the workers run
+        dry, and each job copies its large arguments anew: joblib's backend
+        sends a ``Parallel`` call's batches inside this, so that an array
+        given to every batch is copied once per call, as loky maps it once.
+        As within one ``map``, an argument changed in place after its first
+        copy is not copied again.
+        """
+        key = new_sharing_key()
+        self._scheduler.sharing.hold(key)
+        with self._lock:
+            outer, self._sharing = self._sharing, key
+        self.seal()  # the next submit opens a queue that shares
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sharing = outer
+            self.seal()
+            self._scheduler.sharing.let_go(key)
+            self._scheduler.wake()
+
+    def _open_queue(
+        self,
+        fn: Callable[..., Any],
+        exits_are_errors: bool,
+        first: TaskFuture,
+        make_job: Callable[[CallQueue, int | None], Job],
+    ) -> None:
+        """Seal the open queue; open one for ``fn`` with its ``first`` call (under the lock).
+
+        The call is queued before the scheduler sees the job, which would
+        otherwise find it dry and close it.
+        """
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable first, got {fn!r}")
+        if self._open is not None:
+            self._open.seal()
+        calls = CallQueue(fn, exits_are_errors, self._scheduler)
+        calls.add(first)
+        calls.job = make_job(calls, self._sharing)
+        self._scheduler.submit(calls.job)  # PoolClosed once closed: nothing changes then
+        self._open = calls
+        self._opened(calls)
 
 
 def _settle(resolve: Callable[[Any], None], value: Any) -> None:

@@ -19,6 +19,7 @@ stop at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,7 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         self._pool: Pool | None = None
         self._inner_threads = 1
         self._dispatched = 0
+        self._call = contextlib.ExitStack()  # what the Parallel call under way holds
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         """The number of workers ``n_jobs`` asks for: ``-1`` all usable cores, ``-2`` one less.
@@ -195,8 +197,19 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         self._pool = pool
 
     def start_call(self) -> None:
-        """A ``Parallel`` call starts: its tasks are numbered from 0 in error messages."""
+        """A ``Parallel`` call starts: its tasks are numbered from 0 in error messages.
+
+        Its batches share one copy of each large argument (an array given to
+        every task is copied once per call, not once per batch).
+        """
         self._dispatched = 0
+        self._call.close()
+        if self._pool is not None:
+            self._call.enter_context(self._pool._submits.sharing_copies())
+
+    def stop_call(self) -> None:
+        """The ``Parallel`` call is over: its copies of arguments go."""
+        self._call.close()
 
     def submit(self, func: Any, callback: Callable[[Any], None] | None = None) -> Future[Any]:
         """Run one joblib batch on a worker; ``callback`` is called once it is done.
@@ -261,6 +274,7 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         results) and, if the ``Parallel`` object goes on (``ensure_ready``),
         a fresh one of the same size opened.
         """
+        self._call.close()
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -271,6 +285,7 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
 
     def terminate(self) -> None:
         """The ``Parallel`` call is over: close the pool (idle workers are parked for the next)."""
+        self._call.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

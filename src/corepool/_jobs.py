@@ -252,6 +252,11 @@ class JobState(enum.Enum):
 _job_ids = itertools.count()
 
 
+def new_sharing_key() -> int:
+    """A key for jobs to share their argument copies under; no job has it as its id."""
+    return next(_job_ids)
+
+
 class Job:
     """One call (map, imap, the submits of one function, ...) as the scheduler sees it."""
 
@@ -271,8 +276,12 @@ class Job:
         retries: int = 0,
         retry_on: tuple[type[BaseException], ...] = (),
         exits_are_errors: bool = False,
+        sharing: int | None = None,
     ) -> None:
         self.id = next(_job_ids)
+        # The key its large arguments are copied under (see _sharing.py): its
+        # own id, unless it shares one with other jobs.
+        self.sharing = self.id if sharing is None else sharing
         self.name = name
         self.fn = fn
         self.mode = mode

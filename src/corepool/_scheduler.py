@@ -64,6 +64,7 @@ from corepool._jobs import (
 )
 from corepool._protocol import CallMode
 from corepool._recovery import plan_recovery, results_without, undecodable
+from corepool._sharing import SharingLedger
 from corepool._stats import PoolCounters
 from corepool._transport.pickling import dumps, qualified_type_name
 from corepool._wakeup import WakeupPipe
@@ -96,6 +97,7 @@ class Scheduler:
         # Callers waiting for one turn of dispatch (see settle()).
         self._settling: collections.deque[threading.Event] = collections.deque()
         self._jobs: dict[int, Job] = {}
+        self.sharing = SharingLedger()  # callers hold keys through it (Pool._sharing_copies)
         # Jobs that may make a chunk now, served round-robin.
         self._ready: collections.deque[Job] = collections.deque()
         self._state = _State.RUNNING
@@ -264,9 +266,12 @@ class Scheduler:
 
     def _accept(self) -> None:
         """Take in what callers handed over since the last turn of the loop."""
+        for key in self.sharing.apply_requests():
+            self._backend.release(key)
         while self._incoming:
             job = self._incoming.popleft()
             self._jobs[job.id] = job
+            self.sharing.start(job.sharing)
             self._make_ready(job)
         while self._resumed:
             job = self._resumed.popleft()
@@ -380,6 +385,7 @@ class Scheduler:
             self._stride(job),
             job.task_timeout,
             job.exits_are_errors,
+            job.sharing,
         )
         chunk.fresh = True
         return chunk
@@ -448,8 +454,8 @@ class Scheduler:
         job.stats.end()
         if job.state is JobState.DRAINED:
             job.sink.deliver(Finished(job.pulled))
-        if self._jobs.pop(job.id, None) is not None:
-            self._backend.release(job.id)
+        if self._jobs.pop(job.id, None) is not None and self.sharing.end(job.sharing):
+            self._backend.release(job.sharing)
 
     # -- what workers report -------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from corepool import _backends
 from corepool._async_calls import AsyncCalls
-from corepool._calls import CallQueue, TaskFuture
+from corepool._calls import CallQueue, Submits, TaskFuture
 from corepool._chunking import Chunker
 from corepool._jobs import IteratorInput, Job, Window, input_of
 from corepool._pending import PendingWork, is_exiting
@@ -130,11 +130,10 @@ class Pool(AsyncCalls, Executor):
         self._backend = _backends.create(self.options)
         self._stats = PoolCounters.of(self.options, self._backend)
         self._scheduler = Scheduler(self._backend, name=f"pool-{id(self):x}", stats=self._stats)
-        # The open queue of consecutive submits of one function (see _calls).
-        self._calls: CallQueue | None = None
-        self._submit_lock = threading.Lock()
         # What shutdown(cancel_futures=True) cancels and interpreter exit waits for.
         self._pending = PendingWork()
+        # Consecutive submits of one function share a queue and a job (see _calls).
+        self._submits = Submits(self._scheduler, self._pending.add_queue)
         # A pool dropped without close() must not leave workers behind.
         self._finalizer = weakref.finalize(self, _finalize, self._scheduler)
 
@@ -430,49 +429,25 @@ class Pool(AsyncCalls, Executor):
                 "work before the program ends; the futures submitted before are waited for."
             )
         future = TaskFuture(args, kwargs)
-        with self._submit_lock:
-            calls = self._calls
-            if (
-                calls is None
-                or calls.fn is not fn
-                or calls.exits_are_errors != exits_are_errors
-                or not calls.add(future)
-            ):
-                self._open_calls(fn, exits_are_errors, future)
+        self._submits.add(fn, future, exits_are_errors, self._submit_job)
         return future
 
-    def _open_calls(
-        self,
-        fn: Callable[..., Any],
-        exits_are_errors: bool,
-        first: TaskFuture,
-    ) -> None:
-        """Seal the open queue of submits; open one for ``fn`` with its ``first`` call.
-
-        Called under the submit lock. The call is queued before the scheduler
-        sees the job, which would otherwise find it dry and close it.
-        """
-        if not callable(fn):
-            raise TypeError(f"submit() needs a callable first, got {fn!r}")
-        if self._calls is not None:
-            self._calls.seal()
-        calls = CallQueue(fn, exits_are_errors, self._scheduler)
-        calls.add(first)
-        calls.job = Job(
-            name=_describe("submit", fn),
-            fn=fn,
+    def _submit_job(self, calls: CallQueue, sharing: int | None) -> Job:
+        """The job of a new queue of submits (see ``Submits``)."""
+        assert calls.fn is not None
+        return Job(
+            name=_describe("submit", calls.fn),
+            fn=calls.fn,
             mode=CallMode.CALL,
             source=IteratorInput(calls),
             feed=calls,
             sink=calls,
-            stats=self._stats.open_call(_describe("submit", fn), remember=False),
+            stats=self._stats.open_call(_describe("submit", calls.fn), remember=False),
             chunker=self._chunker(None, None),
-            exits_are_errors=exits_are_errors,
+            exits_are_errors=calls.exits_are_errors,
+            sharing=sharing,
             **self._robustness(None),
         )
-        self._scheduler.submit(calls.job)  # PoolClosed once closed: nothing changes then
-        self._calls = calls
-        self._pending.add_queue(calls)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -485,9 +460,7 @@ class Pool(AsyncCalls, Executor):
         this pool's functions and ``worker_state()``); unadopted ones exit by
         themselves. Returns at once; ``join()`` waits. Idempotent.
         """
-        with self._submit_lock:
-            if self._calls is not None:
-                self._calls.seal()
+        self._submits.seal()
         self._scheduler.close()
 
     def terminate(self) -> None:

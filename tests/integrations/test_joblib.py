@@ -63,6 +63,22 @@ def count_then_sleep(x: int, started: corepool.Value, seconds: float) -> int:
     return x
 
 
+def segment_of(a: Any) -> tuple[int, float]:
+    """The inode of the shared-memory segment ``a`` lives in (0: none), and its sum.
+
+    Each copy of an array into shared memory is a file of its own: the same
+    inode in every task means one copy.
+    """
+    address = a.__array_interface__["data"][0]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, _, _, _, inode, *_ = line.split()
+            start, end = (int(bound, 16) for bound in span.split("-"))
+            if start <= address < end:
+                return int(inode), float(a.sum())
+    return 0, float(a.sum())
+
+
 def is_corepool_worker(pid: int) -> bool:
     """``pid`` is a child of one of corepool's fork servers (not of loky, not this process)."""
     return psutil.Process(pid).ppid() in _spawn.forkserver_pids()
@@ -82,6 +98,23 @@ def test_lambdas_and_arrays_give_the_serial_results(start_method: str) -> None:
         np.testing.assert_array_equal(got, a * 2 + offset)
     assert sums == [np.sum(a) for a in arrays]
     assert squares == [x * x for x in range(100)]
+
+
+def test_an_array_given_to_every_batch_is_copied_once_per_call() -> None:
+    """As loky maps it once; the next call copies it afresh, changes included.
+
+    One batch at a time (``pre_dispatch=1``): each is sent once the one
+    before is done, as a job of its own.
+    """
+    a = np.ones(2_000_000)  # 16 MB: through shared memory
+    with parallel_config(backend="corepool", n_jobs=2):
+        first = Parallel(batch_size=1, pre_dispatch=1)(delayed(segment_of)(a) for _ in range(8))
+        a *= 3
+        second = Parallel(batch_size=1, pre_dispatch=1)(delayed(segment_of)(a) for _ in range(4))
+    assert {inode for inode, _ in first} != {0}
+    assert len({inode for inode, _ in first}) == 1, first
+    assert {total for _, total in first} == {2_000_000.0}
+    assert {total for _, total in second} == {6_000_000.0}
 
 
 def test_workers_are_corepool_workers_reused_across_calls() -> None:

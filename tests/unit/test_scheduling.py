@@ -1,4 +1,5 @@
-"""The scheduler's pure parts: crash recovery plans, the read-ahead window, chunk sizes, inputs."""
+"""The scheduler's pure parts: crash recovery plans, the read-ahead window, chunk sizes, inputs,
+the keys of shared argument copies."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from corepool._chunking import MIN_CHUNK_SECONDS, Chunker
 from corepool._jobs import IteratorInput, SliceInput, Window, input_of
 from corepool._recovery import MAX_SILENT_LOSSES, Recovery, plan_recovery
+from corepool._sharing import SharingLedger
 
 
 @pytest.mark.parametrize(
@@ -120,3 +122,34 @@ def test_other_inputs_are_read_item_by_item_keeping_what_came_before_a_failure()
     items, failure = input_of((failing(),)).take(10)
     assert items == [1, 2]
     assert isinstance(failure, ValueError)
+
+
+def test_a_key_of_copies_is_free_once_its_last_job_is_over() -> None:
+    ledger = SharingLedger()
+    ledger.start(7)
+    ledger.start(7)
+    assert ledger.end(7) is False  # the other job still uses the copies
+    assert ledger.end(7) is True
+
+
+def test_a_held_key_outlives_its_jobs_until_let_go() -> None:
+    ledger = SharingLedger()
+    ledger.hold(3)
+    assert ledger.apply_requests() == []
+    ledger.start(3)
+    assert ledger.end(3) is False  # held: the next job of the call reuses the copies
+    ledger.start(3)
+    ledger.let_go(3)
+    assert ledger.apply_requests() == []  # a job still uses it
+    assert ledger.end(3) is True
+
+
+def test_letting_go_of_an_unused_key_frees_it_at_once() -> None:
+    ledger = SharingLedger()
+    ledger.hold(5)
+    assert ledger.apply_requests() == []
+    ledger.start(5)
+    assert ledger.end(5) is False
+    ledger.let_go(5)
+    assert ledger.apply_requests() == [5]
+    assert ledger.apply_requests() == []

@@ -43,6 +43,7 @@ class Chunk:
         "job_id",
         "mode",
         "moved",
+        "sharing",
         "stride",
         "timeout_s",
     )
@@ -58,9 +59,12 @@ class Chunk:
         stride: int = 1,
         timeout_s: float | None = None,
         exits_are_errors: bool = False,
+        sharing: int | None = None,
     ) -> None:
         self.id = chunk_id
         self.job_id = job_id
+        # The key of the copies of large arguments it uses (its job's, see _sharing.py).
+        self.sharing = job_id if sharing is None else sharing
         self.fn = fn
         self.mode = mode
         self.indices = indices  # each task's index in its job's input
@@ -112,6 +116,7 @@ class Chunk:
             stride,
             self.timeout_s,
             self.exits_are_errors,
+            self.sharing,
         )
 
 
@@ -229,8 +234,8 @@ class Backend(Protocol):
         """No chunk is running or queued anywhere."""
         ...
 
-    def release(self, job_id: int) -> None:
-        """The job is over: let go of whatever was kept for it (copies of its arguments)."""
+    def release(self, sharing: int) -> None:
+        """No live job uses the copies of arguments kept under key ``sharing``: let go of them."""
 
     def stop_task(self, job_id: int, index: int) -> None:
         """Stop task ``index`` of ``job_id`` if it runs now; ``wait`` reports the loss."""

@@ -189,7 +189,8 @@ class DaskBackend:
         # changes these, the client's threads read them.
         self._running: dict[str, tuple[int, Chunk, distributed.Future]] = {}
         self._held: list[int] = [0] * self._workers
-        # What was scattered for a job: big functions and arguments, sent once.
+        # What was scattered under each key of copies (a job's, or one jobs
+        # share): big functions and arguments, sent once.
         self._scattered: dict[int, dict[int, tuple[Any, distributed.Future]]] = {}
         self._worker_ids: dict[str, int] = {}
         # Keys of tasks lost with their worker (Dask may run them again), and
@@ -227,8 +228,8 @@ class DaskBackend:
         # A Dask task says nothing until it ends: its whole chunk is one
         # stride, so if its worker dies each task is run again alone.
         chunk.stride = max(1, len(chunk))
-        fn = self._scatter_big(chunk.job_id, chunk.fn)
-        items = [self._scatter_arguments(chunk.job_id, chunk.mode, item) for item in chunk.items]
+        fn = self._scatter_big(chunk.sharing, chunk.fn)
+        items = [self._scatter_arguments(chunk.sharing, chunk.mode, item) for item in chunk.items]
         key = f"{self._token}-{chunk.id}-{next(self._keys)}"
         future = self._client.submit(
             run_on_worker,
@@ -260,8 +261,8 @@ class DaskBackend:
     def is_idle(self) -> bool:
         return not self._running
 
-    def release(self, job_id: int) -> None:
-        scattered = self._scattered.pop(job_id, {})
+    def release(self, sharing: int) -> None:
+        scattered = self._scattered.pop(sharing, {})
         for _, future in scattered.values():
             future.release()
 
@@ -408,12 +409,16 @@ class DaskBackend:
 
     # -- sending big objects once ----------------------------------------------
 
-    def _scatter_big(self, job_id: int, value: Any) -> Any:
-        """``value``, or a Dask future of it when it is big: sent to the cluster once per job."""
+    def _scatter_big(self, sharing: int, value: Any) -> Any:
+        """``value``, or a Dask future of it when it is big.
+
+        Sent to the cluster once per key of copies: its job's, or one that
+        several jobs share (see ``_sharing.py``).
+        """
         threshold = self._threshold
         if threshold is None:
             return value
-        scattered = self._scattered.setdefault(job_id, {})
+        scattered = self._scattered.setdefault(sharing, {})
         known = scattered.get(id(value))
         if known is not None:
             return known[1]
@@ -423,20 +428,20 @@ class DaskBackend:
         scattered[id(value)] = (value, future)  # the value kept: its id stays its own
         return future
 
-    def _scatter_arguments(self, job_id: int, mode: CallMode, item: Any) -> Any:
+    def _scatter_arguments(self, sharing: int, mode: CallMode, item: Any) -> Any:
         """A task's arguments, with big buffers among them replaced by futures."""
         if mode is CallMode.ITEM:
-            return self._scatter_big(job_id, item) if _is_buffer(item) else item
+            return self._scatter_big(sharing, item) if _is_buffer(item) else item
         if mode is CallMode.STAR:
-            return tuple(self._maybe(job_id, arg) for arg in item)
+            return tuple(self._maybe(sharing, arg) for arg in item)
         args, kwargs = item
         return (
-            tuple(self._maybe(job_id, arg) for arg in args),
-            {name: self._maybe(job_id, arg) for name, arg in kwargs.items()},
+            tuple(self._maybe(sharing, arg) for arg in args),
+            {name: self._maybe(sharing, arg) for name, arg in kwargs.items()},
         )
 
-    def _maybe(self, job_id: int, arg: Any) -> Any:
-        return self._scatter_big(job_id, arg) if _is_buffer(arg) else arg
+    def _maybe(self, sharing: int, arg: Any) -> Any:
+        return self._scatter_big(sharing, arg) if _is_buffer(arg) else arg
 
     def _close_cluster(self) -> None:
         if self._cluster is not None:

@@ -149,6 +149,7 @@ class LocalBackend:
         self._shared_fds: list[int] = []
         if options.shared:
             self._shared, self._shared_fds = pack(dict(options.shared), self._threshold)
+        # Copies of large arguments, by key (a job's, or one jobs share).
         self._segment_caches: dict[int, SegmentCache] = {}
 
     @property
@@ -242,16 +243,16 @@ class LocalBackend:
     def is_idle(self) -> bool:
         return not any(slot.in_flight for slot in self._slots.values())
 
-    def release(self, job_id: int) -> None:
-        cache = self._segment_caches.pop(job_id, None)
+    def release(self, sharing: int) -> None:
+        cache = self._segment_caches.pop(sharing, None)
         if cache is not None:
             cache.close()
 
     def send(self, worker_id: int, chunk: Chunk) -> int:
         slot = self._slots[worker_id]
-        cache = self._segment_caches.get(chunk.job_id)
+        cache = self._segment_caches.get(chunk.sharing)
         if cache is None:
-            cache = self._segment_caches[chunk.job_id] = SegmentCache()
+            cache = self._segment_caches[chunk.sharing] = SegmentCache()
         # First: if an item will not pickle, nothing has changed.
         items, fds = pack(chunk.items, self._threshold, cache)
         try:
@@ -534,8 +535,8 @@ class LocalBackend:
         _stop_all(processes, STOP_GRACE_S, signal.SIGKILL)
         for process in processes:
             self._release_process(process)
-        for job_id in list(self._segment_caches):
-            self.release(job_id)
+        for sharing in list(self._segment_caches):
+            self.release(sharing)
         close_fds(self._shared_fds)
         close_fds(self._initializer_fds)
         self._shared_fds = self._initializer_fds = []

@@ -117,7 +117,7 @@ class ThreadBackend:
     def is_idle(self) -> bool:
         return self._in_flight == 0
 
-    def release(self, job_id: int) -> None:
+    def release(self, sharing: int) -> None:
         """Nothing is kept per job: arguments were never copied."""
 
     def stop_task(self, job_id: int, index: int) -> None:
