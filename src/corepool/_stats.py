@@ -445,11 +445,11 @@ class _Figures:
         if overhead < TINY_OVERHEAD_RATIO * self.compute_s and self.waiting_s < self.busy_s:
             return None
         return (
-            f"tasks too small for a pool: {per_task * 1e6:.1f} us of compute each, so "
+            f"tasks too small for a pool: {per_task * 1e6:.2g} us of compute each, so "
             f"shipping them ({overhead:.3f}s) and waiting for the next ones "
             f"({self.waiting_s:.3f}s) outweigh the compute ({self.compute_s:.3f}s). Give "
             "each task more work (a batch of items per call), or run a plain loop: "
-            f"about {self.compute_s:.2f}s serially."
+            f"about {self.compute_s:.2g}s serially."
         )
 
     def _heavy(self, per_task_bytes: float) -> str | None:
