@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
@@ -59,6 +60,8 @@ CHUNKS_PER_THREAD = 2
 CONNECT_TIMEOUT_S = 30.0
 # A lone task lost this many times, never alone on its worker, counts as lost.
 MAX_QUIET_LOSSES = 3
+# How long after corepool cancels a lost task Dask may still run it somewhere.
+RERUN_WINDOW_S = 5.0
 _pools = itertools.count(1)
 
 
@@ -197,6 +200,8 @@ class DaskBackend:
         # how often each lone task was lost and sent again.
         self._lost_keys: set[str] = set()
         self._losses: dict[int, int] = {}
+        # When a lost chunk was last cancelled, by chunk id (see _lost_worker).
+        self._cancelled_at: dict[int, float] = {}
         # Each worker's process id, learnt from the chunks it returns.
         self._pids: dict[str, int] = {}
         self._outbox: Outbox[tuple[str, Any]] = Outbox()
@@ -353,9 +358,15 @@ class DaskBackend:
         cancel) goes out again silently: that task is the likely killer. So
         does a lone task, a few times, before it counts as lost; lost again
         while its worker held nothing else, it is blamed (once alone could be
-        a race with a task that Dask ran after all).
+        a race with a task that Dask ran after all), unless another chunk was
+        lost within ``RERUN_WINDOW_S``: Dask may still run that one's task,
+        without listing it as held (seen: the task after a killer blamed).
         """
         with_suspect = not processing.isdisjoint(self._lost_keys)
+        now = time.monotonic()
+        self._cancelled_at = {
+            chunk_id: at for chunk_id, at in self._cancelled_at.items() if now - at < RERUN_WINDOW_S
+        }
         lost: list[Event] = []
         futures = []
         for key in processing:
@@ -367,7 +378,12 @@ class DaskBackend:
             self._lost_keys.add(key)
             futures.append(future)
             losses = self._losses.get(chunk.id, 0)
-            alone = len(processing) == 1 and losses > 0
+            alone = (
+                len(processing) == 1
+                and losses > 0
+                and not any(other != chunk.id for other in self._cancelled_at)
+            )
+            self._cancelled_at[chunk.id] = now
             if with_suspect or (len(chunk) == 1 and not alone and losses < MAX_QUIET_LOSSES):
                 self._losses[chunk.id] = losses + 1
                 self.send(slot, chunk)
