@@ -97,7 +97,7 @@ class Scheduler:
         # Callers waiting for one turn of dispatch (see settle()).
         self._settling: collections.deque[threading.Event] = collections.deque()
         self._jobs: dict[int, Job] = {}
-        self.sharing = SharingLedger()  # callers hold keys through it (Pool._sharing_copies)
+        self.sharing = SharingLedger()  # callers hold keys through it (Submits.sharing_copies)
         # Jobs that may make a chunk now, served round-robin.
         self._ready: collections.deque[Job] = collections.deque()
         self._state = _State.RUNNING
